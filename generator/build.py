@@ -24,7 +24,6 @@ import json
 import os
 import random
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -125,9 +124,9 @@ class Build:
     # -- running --------------------------------------------------------------------
 
     def run(self) -> BuildResult:
+        key, config_hash = self.generation_key(), self.config_hash()  # validates before any write
         self.out.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            key, config_hash = self.generation_key(), self.config_hash()
             manifest = self._existing_manifest()
             if manifest and manifest.get("config_hash") == config_hash:
                 return BuildResult(manifest, generated_now=0, already_complete=True)
@@ -199,9 +198,7 @@ class Build:
 
     def _generate_chunk(self, indices: Sequence[int]) -> None:
         planned = [plan_document(self.mix, self.library, i) for i in indices]
-        requests = [
-            Request(doc.prompt, _with_seed(self.mix.sampling, doc.seed)) for doc in planned
-        ]
+        requests = [Request(doc.prompt, _with_seed(self.mix.sampling, doc.seed)) for doc in planned]
         completions = self.engine.generate(requests)
         sampling = self.mix.sampling.to_dict()
         docs = [
@@ -238,7 +235,7 @@ class Build:
         manifest = {
             "format": MANIFEST_FORMAT,
             "package_version": __version__,
-            "mix": {"name": self.mix.name, "source": self.mix.source},
+            "mix": {"name": self.mix.name, "ref": self.mix.source, "sha256": self.mix.sha256},
             "config": self.resolved_config(),
             "config_hash": config_hash,
             "generation_key": key,
@@ -256,7 +253,10 @@ class Build:
             },
             "stages": [stage.stats.to_dict() for stage in stages],
             "documents_per_family": dict(sorted(tally.documents.items())),
-            "tokens": {"total": sum(tally.tokens.values()), "per_family": dict(sorted(tally.tokens.items()))},
+            "tokens": {
+                "total": sum(tally.tokens.values()),
+                "per_family": dict(sorted(tally.tokens.items())),
+            },
             "shards": [s.__dict__ for s in shards],
         }
         write_json_atomic(self.out / MANIFEST, manifest)

@@ -57,7 +57,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--mix", "mix_ref", required=True, help="A built-in mix name or a path to a mix YAML file.")
+@click.option(
+    "--mix", "mix_ref", required=True, help="A built-in mix name or a path to a mix YAML file."
+)
 @templates_option
 @click.option(
     "--out",
@@ -145,7 +147,12 @@ def _progress_bar(quiet: bool) -> Any:
 
     def start(total: int, done: int) -> None:
         state["bar"] = tqdm(
-            total=total, initial=done, unit="doc", desc="generating", file=sys.stderr, dynamic_ncols=True
+            total=total,
+            initial=done,
+            unit="doc",
+            desc="generating",
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
         state["tokens"], state["t0"] = 0, time.monotonic()
 
@@ -194,7 +201,9 @@ def templates_list(templates_dir: Path | None) -> None:
 @templates_option
 @click.option("--n", "count", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--jsonl", is_flag=True, help="One JSON object per line: index, family, template, axes, prompt.")
+@click.option(
+    "--jsonl", is_flag=True, help="One JSON object per line: index, family, template, axes, prompt."
+)
 @user_errors
 def templates_render(
     family: str, templates_dir: Path | None, count: int, seed: int, jsonl: bool

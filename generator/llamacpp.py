@@ -36,8 +36,9 @@ class LlamaCppEngine:
         self.model_path = Path(model_path) if model_path else bundled_model_path()
         if not self.model_path.is_file():
             raise EngineError(f"{self.model_path}: model file not found")
-        if self.model_path.suffix.lower() != ".gguf":
-            raise EngineError(f"{self.model_path}: expected a GGUF model file (.gguf)")
+        with self.model_path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise EngineError(f"{self.model_path}: not a GGUF model file")
         self.n_threads = n_threads or usable_cores()
 
     @cached_property

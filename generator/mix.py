@@ -17,6 +17,7 @@ from filters.clean import CleanConfig
 from generator.engines import SamplingParams, is_int, is_number
 from generator.errors import MixError, TemplateError
 from generator.prompts import TemplateLibrary, load_yaml
+from generator.records import file_sha256
 from shards.writer import ShardConfig
 
 MIX_KEYS = {"name", "description", "documents", "seed", "families", "sampling", "filters", "shards"}
@@ -26,6 +27,7 @@ MIX_KEYS = {"name", "description", "documents", "seed", "families", "sampling", 
 class Mix:
     name: str
     source: str
+    sha256: str
     description: str
     documents: int
     seed: int
@@ -83,7 +85,9 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
         raise MixError(f"{path}: expected a mapping at the top level")
     unknown = sorted(set(data) - MIX_KEYS)
     if unknown:
-        raise MixError(f"{path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(MIX_KEYS))})")
+        raise MixError(
+            f"{path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(MIX_KEYS))})"
+        )
     for key in ("families", "documents"):
         if key not in data:
             raise MixError(f"{path}: missing key '{key}'")
@@ -97,7 +101,8 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
 
     return Mix(
         name=str(data.get("name", path.stem)),
-        source=str(path),
+        source=ref,
+        sha256=file_sha256(path),
         description=str(data.get("description", "")).strip(),
         documents=documents,
         seed=seed,
@@ -118,7 +123,9 @@ def _families(path: Path, raw: Any, library: TemplateLibrary) -> dict[str, float
         except TemplateError as exc:
             raise MixError(f"{path}: families.{name}: {exc}") from None
         if not is_number(weight) or weight <= 0:
-            raise MixError(f"{path}: families.{name}: weight must be a positive number, got {weight!r}")
+            raise MixError(
+                f"{path}: families.{name}: weight must be a positive number, got {weight!r}"
+            )
         families[str(name)] = float(weight)
     return families
 

@@ -211,7 +211,9 @@ class TemplateLibrary:
         values = self.shared_list(draw.list, context=where)
         if draw.kind == "pick":
             if not isinstance(values, list) or len(values) < draw.count:
-                raise TemplateError(f"{where}: list '{draw.list}' needs at least {draw.count} items")
+                raise TemplateError(
+                    f"{where}: list '{draw.list}' needs at least {draw.count} items"
+                )
         elif not isinstance(values, dict) or not all(
             isinstance(g, dict) and g.get("given") and g.get("family") for g in values.values()
         ):

@@ -67,11 +67,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def write_arrow_atomic(path: Path, docs: Iterable[Document]) -> int:
     """Write one Arrow stream file of documents; returns the number of rows."""
     rows = 0
-    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
-        with pa.ipc.new_stream(sink, SCHEMA) as writer:
-            for batch in _batches(docs, BATCH_ROWS):
-                writer.write_batch(to_batch(batch))
-                rows += len(batch)
+    with (
+        atomic_path(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_stream(sink, SCHEMA) as writer,
+    ):
+        for batch in _batches(docs, BATCH_ROWS):
+            writer.write_batch(to_batch(batch))
+            rows += len(batch)
     return rows
 
 
