@@ -25,7 +25,7 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +55,17 @@ class BuildResult:
     already_complete: bool
 
 
-@dataclass
 class Progress:
-    """Receives progress events; the CLI draws a bar from them, tests may ignore them."""
+    """Receives generation progress; silent by default. The CLI draws a bar from it."""
 
-    start: Callable[[int, int], None] = lambda total, done: None
-    advance: Callable[[int, int], None] = lambda docs, tokens: None
-    close: Callable[[], None] = lambda: None
+    def start(self, total: int, done: int) -> None:
+        """`total` documents planned, `done` of them already checkpointed."""
+
+    def advance(self, docs: int, tokens: int) -> None:
+        """A chunk of `docs` documents and `tokens` generated tokens was checkpointed."""
+
+    def close(self) -> None:
+        """Generation ended, normally or not."""
 
 
 def plan_document(mix: Mix, library: TemplateLibrary, index: int) -> Document:
@@ -112,9 +116,9 @@ class Build:
             }
         )
 
-    def config_hash(self) -> str:
+    def config_hash(self, generation_key: str) -> str:
         """Everything the finished shards depend on: generation plus filtering and sharding."""
-        return _digest({"generation": self.generation_key(), "config": self.resolved_config()})
+        return _digest({"generation": generation_key, "config": self.resolved_config()})
 
     def resolved_config(self) -> dict[str, Any]:
         config = self.mix.to_dict()
@@ -124,7 +128,8 @@ class Build:
     # -- running --------------------------------------------------------------------
 
     def run(self) -> BuildResult:
-        key, config_hash = self.generation_key(), self.config_hash()  # validates before any write
+        key = self.generation_key()  # renders templates, hashes the model: fails before any write
+        config_hash = self.config_hash(key)
         self.out.mkdir(parents=True, exist_ok=True)
         with self._locked():
             manifest = self._existing_manifest()
@@ -153,7 +158,14 @@ class Build:
             handle.truncate()
             handle.write(str(os.getpid()))
             handle.flush()
+            self._remove_orphaned_temporaries()
             yield
+
+    def _remove_orphaned_temporaries(self) -> None:
+        """Temporary files of a killed build; safe to delete once we hold the lock."""
+        for folder in (self.out, self.chunks):
+            for path in folder.glob(".*.tmp-*"):
+                path.unlink(missing_ok=True)
 
     def _existing_manifest(self) -> dict[str, Any] | None:
         path = self.out / MANIFEST
@@ -168,7 +180,12 @@ class Build:
         """Refuse to mix checkpoints of two different configurations in one folder."""
         state_path = self.work / "state.json"
         if state_path.exists():
-            state = json.loads(state_path.read_text(encoding="utf-8"))
+            try:
+                state = json.loads(state_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                raise BuildError(
+                    f"{state_path}: unreadable build state; delete the folder"
+                ) from None
             if state.get("generation_key") != key:
                 raise BuildError(
                     f"{self.out}: holds a build with a different mix, templates, seed, sampling "

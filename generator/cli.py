@@ -136,37 +136,31 @@ def build(
 
 
 def _progress_bar(quiet: bool) -> Any:
-    """A tqdm bar on stderr: documents, tokens per second, ETA."""
+    """A tqdm bar on stderr (documents, tokens per second, ETA), or silence."""
     from generator.build import Progress
 
     if quiet:
         return Progress()
-    from tqdm import tqdm
 
-    state: dict[str, Any] = {}
+    class Bar(Progress):
+        def start(self, total: int, done: int) -> None:
+            from tqdm import tqdm
 
-    def start(total: int, done: int) -> None:
-        state["bar"] = tqdm(
-            total=total,
-            initial=done,
-            unit="doc",
-            desc="generating",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        state["tokens"], state["t0"] = 0, time.monotonic()
+            self.bar = tqdm(
+                total=total, initial=done, unit="doc", desc="generating", file=sys.stderr
+            )
+            self.tokens, self.t0 = 0, time.monotonic()
 
-    def advance(docs: int, tokens: int) -> None:
-        state["tokens"] += tokens
-        elapsed = max(time.monotonic() - state["t0"], 1e-9)
-        state["bar"].set_postfix_str(f"{state['tokens'] / elapsed:.1f} tok/s", refresh=False)
-        state["bar"].update(docs)
+        def advance(self, docs: int, tokens: int) -> None:
+            self.tokens += tokens
+            elapsed = max(time.monotonic() - self.t0, 1e-9)
+            self.bar.set_postfix_str(f"{self.tokens / elapsed:.1f} tok/s", refresh=False)
+            self.bar.update(docs)
 
-    def close() -> None:
-        if "bar" in state:
-            state["bar"].close()
+        def close(self) -> None:
+            self.bar.close()
 
-    return Progress(start=start, advance=advance, close=close)
+    return Bar()
 
 
 @main.group()

@@ -248,7 +248,10 @@ def test_raising_the_limit_generates_only_the_new_documents(tiny_mix, tmp_path, 
     assert runner.invoke(main, [*base, "--limit", "2"]).exit_code == 0
     chunks = out / ".work" / "chunks"
     before = {p.name: p.stat().st_mtime_ns for p in chunks.iterdir()}
+    orphan = chunks / ".chunk-000000002-000000003.arrow.tmp-99999"  # left by a killed build
+    orphan.write_bytes(b"half a chunk")
     result = runner.invoke(main, [*base, "--limit", "3"])
+    assert not orphan.exists()
     assert result.exit_code == 0, result.output
     after = {p.name: p.stat().st_mtime_ns for p in chunks.iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before
