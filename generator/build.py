@@ -112,7 +112,7 @@ class Build:
                 "sampling": self.mix.sampling.to_dict(),
                 "templates": self.library.fingerprint(self.mix.families),
                 "engine": self.engine.name,
-                "model": self.engine.model.sha256,
+                "model": [self.engine.model.name, self.engine.model.sha256],
             }
         )
 
@@ -203,23 +203,45 @@ class Build:
         return covered
 
     def _generate_missing(self) -> int:
+        """Generate every planned document no checkpoint covers; returns how many were asked for.
+
+        Requests that failed for good are not checkpointed, so the next run asks
+        for them again; until then the build stops short of writing shards.
+        """
         covered = self._covered()
         missing = [i for i in range(self.documents) if i not in covered]
+        failures: dict[int, str] = {}
         self.progress.start(self.documents, self.documents - len(missing))
         try:
             for run in _contiguous_runs(missing, self.chunk_size):
-                self._generate_chunk(run)
+                failures.update(self._generate_chunk(run))
         finally:
             self.progress.close()
+        failures_path = self.work / "failures.json"
+        if failures:
+            write_json_atomic(failures_path, {str(i): e for i, e in sorted(failures.items())})
+            first = min(failures)
+            raise BuildError(
+                f"{self.out}: {len(failures)} of {len(missing)} documents failed after retries "
+                f"(document {first}: {failures[first]}); run the same command again to retry "
+                f"them (all failures: {failures_path})"
+            )
+        failures_path.unlink(missing_ok=True)
         return len(missing)
 
-    def _generate_chunk(self, indices: Sequence[int]) -> None:
+    def _generate_chunk(self, indices: Sequence[int]) -> dict[int, str]:
+        """Generate and checkpoint one chunk; returns the failed documents' errors."""
         planned = [plan_document(self.mix, self.library, i) for i in indices]
         requests = [Request(doc.prompt, _with_seed(self.mix.sampling, doc.seed)) for doc in planned]
         completions = self.engine.generate(requests)
         sampling = self.mix.sampling.to_dict()
-        docs = [
-            doc.replace(
+        done: dict[int, Document] = {}
+        failures: dict[int, str] = {}
+        for doc, c in zip(planned, completions, strict=True):
+            if c.error is not None:
+                failures[doc.index] = c.error
+                continue
+            done[doc.index] = doc.replace(
                 text=c.text,
                 n_tokens=c.n_tokens,
                 finish_reason=c.finish_reason,
@@ -227,11 +249,12 @@ class Build:
                 engine=self.engine.name,
                 sampling={**sampling, "seed": doc.seed},
             )
-            for doc, c in zip(planned, completions, strict=True)
-        ]
-        name = f"chunk-{indices[0]:09d}-{indices[-1] + 1:09d}.arrow"
-        write_arrow_atomic(self.chunks / name, docs)
-        self.progress.advance(len(docs), sum(c.n_tokens for c in completions))
+        # Checkpoint names state their index range, so failures split a chunk in runs.
+        for run in _contiguous_runs(sorted(done), len(indices)):
+            name = f"chunk-{run[0]:09d}-{run[-1] + 1:09d}.arrow"
+            write_arrow_atomic(self.chunks / name, [done[i] for i in run])
+        self.progress.advance(len(done), sum(d.n_tokens for d in done.values()))
+        return failures
 
     def _raw_documents(self) -> Iterator[Document]:
         paths = sorted(p for p in self.chunks.iterdir() if _CHUNK_NAME.match(p.name))
@@ -241,7 +264,8 @@ class Build:
 
     def _finalize(self, key: str, config_hash: str) -> dict[str, Any]:
         (self.out / MANIFEST).unlink(missing_ok=True)
-        stages: list[Stage] = [Clean(self.mix.filters), ExactDedup(), CountTokens(self.engine)]
+        counter = CountTokens(self.engine)
+        stages: list[Stage] = [Clean(self.mix.filters), ExactDedup(), counter]
         tally = Tally()
         kept = tally.run(run_pipeline(self._raw_documents(), stages))
         shards = write_shards(kept, self.out, self.mix.shards)
@@ -273,6 +297,9 @@ class Build:
             "tokens": {
                 "total": sum(tally.tokens.values()),
                 "per_family": dict(sorted(tally.tokens.items())),
+                "counted_with": "model tokenizer"
+                if counter.uncounted == 0
+                else f"engine usage before cleaning for {counter.uncounted} rows",
             },
             "shards": [s.__dict__ for s in shards],
         }
@@ -293,9 +320,14 @@ class CountTokens(Stage):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        self.uncounted = 0
 
     def process(self, doc: Document) -> Document | Drop:
-        return doc.replace(n_tokens=self.engine.count_tokens([doc.text])[0])
+        (count,) = self.engine.count_tokens([doc.text])
+        if count is None:  # the engine cannot count: keep its usage figure for the raw text
+            self.uncounted += 1
+            return doc
+        return doc.replace(n_tokens=count)
 
 
 class Tally:

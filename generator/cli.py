@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from generator import __version__
+from generator.engines import ENGINE_KINDS, EngineConfig, create_engine
 from generator.errors import GenError
 
 DEFAULT_OUT = Path("out")
@@ -56,6 +57,91 @@ def main() -> None:
     """
 
 
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose and tune an engine, gathered into one `engine_config`."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINE_KINDS),
+            default="auto",
+            show_default=True,
+            help="auto: vLLM on a CUDA machine when --model is not a GGUF file, else llama.cpp.",
+        ),
+        click.option(
+            "--model",
+            help="llamacpp: a GGUF file [default: bundled SmolLM2-135M-Instruct]; "
+            "vllm: a Hugging Face id or local path; openai: the served model's name.",
+        ),
+        click.option(
+            "--base-url", help="openai: the server's base URL, e.g. http://localhost:8000/v1"
+        ),
+        click.option(
+            "--api-key-env",
+            default="OPENAI_API_KEY",
+            show_default=True,
+            help="openai: the environment variable holding the API key (never printed or stored).",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="openai: requests in flight at once.",
+        ),
+        click.option(
+            "--max-retries",
+            type=click.IntRange(min=0),
+            default=8,
+            show_default=True,
+            help="openai: retries per request on timeouts, 429 and 5xx.",
+        ),
+        click.option(
+            "--tensor-parallel-size",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="vllm: GPUs per model replica.",
+        ),
+        click.option(
+            "--gpu-memory-utilization",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=0.9,
+            show_default=True,
+            help="vllm: share of GPU memory to use.",
+        ),
+        click.option("--max-model-len", type=click.IntRange(min=1), help="vllm: context length."),
+        click.option("--dtype", default="auto", show_default=True, help="vllm: weight dtype."),
+        click.option("--quantization", help="vllm: quantization method (awq, gptq, fp8, ...)."),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        vllm = {
+            key: kwargs.pop(key)
+            for key in (
+                "tensor_parallel_size",
+                "gpu_memory_utilization",
+                "max_model_len",
+                "dtype",
+                "quantization",
+            )
+        }
+        kwargs["engine_config"] = EngineConfig(
+            kind=kwargs.pop("engine"),
+            model=kwargs.pop("model"),
+            base_url=kwargs.pop("base_url"),
+            api_key_env=kwargs.pop("api_key_env"),
+            concurrency=kwargs.pop("concurrency"),
+            max_retries=kwargs.pop("max_retries"),
+            vllm=vllm,
+        )
+        return func(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @main.command()
 @click.option(
     "--mix", "mix_ref", required=True, help="A built-in mix name or a path to a mix YAML file."
@@ -69,13 +155,7 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Generate at most this many documents.")
 @click.option("--seed", type=click.IntRange(min=0), help="Override the mix's build seed.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Override the mix's max_tokens.")
-@click.option("--engine", type=click.Choice(["llamacpp"]), default="llamacpp", show_default=True)
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A GGUF model file  [default: the bundled SmolLM2-135M-Instruct]",
-)
+@engine_options
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
@@ -90,8 +170,7 @@ def build(
     limit: int | None,
     seed: int | None,
     max_tokens: int | None,
-    engine: str,
-    model_path: Path | None,
+    engine_config: EngineConfig,
     chunk_size: int | None,
     quiet: bool,
 ) -> None:
@@ -101,21 +180,22 @@ def build(
     re-running a finished build does nothing.
 
     \b
-    Example:
+    Examples:
       gen build --mix alignment-stories --limit 12 --out out/demo
+      gen build --mix alignment-stories --engine vllm --model Qwen/Qwen2.5-7B-Instruct
+      gen build --mix alignment-stories --engine openai --base-url http://gpu1:8000/v1 \\
+          --model served-model-name --concurrency 64
     """
     from generator.build import Build
-    from generator.llamacpp import LlamaCppEngine
     from generator.mix import load_mix
     from generator.prompts import TemplateLibrary
 
     library = TemplateLibrary(templates_dir)
     mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens)
-    engine_impl = LlamaCppEngine(model_path)
     job = Build(
         mix=mix,
         library=library,
-        engine=engine_impl,
+        engine=create_engine(engine_config),
         out=out or DEFAULT_OUT / mix.name,
         limit=limit,
         chunk_size=chunk_size,
@@ -130,8 +210,8 @@ def build(
     dropped = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
     click.echo(
         f"{job.out}: {counts['kept']} of {counts['generated']} documents kept "
-        f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s); "
-        f"dropped: {dropped}"
+        f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s) "
+        f"by {manifest['engine']} on {manifest['model']['name']}; dropped: {dropped}"
     )
 
 

@@ -92,11 +92,14 @@ class Request:
 @dataclass(frozen=True)
 class Completion:
     """What came back: the text, its length in the model's tokens, and why it stopped
-    (`stop` for a natural end, `length` when max_tokens cut it off)."""
+    (`stop` for a natural end, `length` when max_tokens cut it off). A request that
+    failed for good has `error` set and finish_reason `error`; the build records it
+    and retries it on the next run rather than dropping it."""
 
     text: str
     n_tokens: int
     finish_reason: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,9 @@ class Engine(Protocol):
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+    def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
+        """Token counts in the model's tokenizer; None where the engine cannot count."""
+        ...
 
 
 def bundled_model_path() -> Path:
@@ -152,3 +157,67 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+ENGINE_KINDS = ("auto", "llamacpp", "vllm", "openai")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to create an engine, as the command line gives it."""
+
+    kind: str = "auto"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    max_retries: int = 8
+    chunk_size: int | None = None
+    vllm: dict[str, Any] | None = None
+
+
+def cuda_available() -> bool:
+    """vLLM brings torch with it, so torch answers whether a CUDA device is present."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_kind(config: EngineConfig) -> str:
+    """`auto` means vLLM when it imports, a CUDA device is present and --model names
+    a model vLLM can load (not a GGUF file); the bundled llama.cpp model otherwise."""
+    if config.kind != "auto":
+        return config.kind
+    from importlib.util import find_spec
+
+    wants_gguf = config.model is None or config.model.lower().endswith(".gguf")
+    if not wants_gguf and find_spec("vllm") is not None and cuda_available():
+        return "vllm"
+    return "llamacpp"
+
+
+def create_engine(config: EngineConfig) -> Engine:
+    kind = resolve_kind(config)
+    if kind == "llamacpp":
+        from generator.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(Path(config.model) if config.model else None)
+    if kind == "vllm":
+        from generator.vllm_engine import VllmEngine, VllmOptions
+
+        return VllmEngine(config.model or "", VllmOptions(**(config.vllm or {})))
+    if kind == "openai":
+        from generator.openai_engine import OpenAIEngine, RetryPolicy
+
+        if not config.base_url:
+            raise EngineError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
+        return OpenAIEngine(
+            base_url=config.base_url,
+            model=config.model or "",
+            api_key_env=config.api_key_env,
+            concurrency=config.concurrency,
+            retry=RetryPolicy(max_retries=config.max_retries),
+        )
+    raise EngineError(f"unknown engine '{kind}' (known: {', '.join(ENGINE_KINDS)})")
