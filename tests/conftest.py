@@ -1,41 +1,14 @@
-"""Shared fixtures: small real mixes and a CLI runner that keeps stderr apart."""
+"""Shared fixtures: a small real mix, the template library, a CLI runner."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from generator.prompts import TemplateLibrary
-
-# Short generations keep the real-model tests fast on a 2-core machine; the
-# filters are loosened to match, so short outputs are kept rather than dropped.
-TINY_MIX = """\
-name: tiny
-documents: 50
-seed: 7
-families:
-  deployment-story: 1
-  technical-report: 1
-  high-stakes-choice: 1
-sampling:
-  temperature: 0.8
-  top_p: 0.95
-  max_tokens: {max_tokens}
-filters:
-  min_words: 3
-  drop_truncated: false
-shards:
-  max_rows: {max_rows}
-"""
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
+from tests.helpers import TINY_MIX, write
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from generator.cli import main
 from generator.engines import bundled_model_path
 from generator.llamacpp import LlamaCppEngine
+from tests.helpers import TINY_MIX
 
 LIMIT = 6
 
@@ -51,8 +52,6 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 def clean_build(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """One uninterrupted build that the other tests compare against."""
     root = tmp_path_factory.mktemp("clean")
-    from tests.conftest import TINY_MIX
-
     mix = root / "tiny.yaml"
     mix.write_text(TINY_MIX.format(max_tokens=24, max_rows=2))
     out = root / "out"

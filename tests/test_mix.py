@@ -4,7 +4,7 @@ import pytest
 
 from generator.cli import main
 from generator.mix import load_mix
-from tests.conftest import TINY_MIX, write
+from tests.helpers import TINY_MIX, write
 
 GOOD = TINY_MIX.format(max_tokens=24, max_rows=2)
 

@@ -8,7 +8,7 @@ import pytest
 from generator.cli import main
 from generator.errors import TemplateError
 from generator.prompts import TemplateLibrary
-from tests.conftest import write
+from tests.helpers import write
 
 FAMILIES = ["deployment-story", "technical-report", "high-stakes-choice"]
 
