@@ -96,6 +96,11 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="openai: retries per request on timeouts, 429 and 5xx.",
         ),
         click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            help="llamacpp: worker processes, each with its own model  [default: one per core]",
+        ),
+        click.option(
             "--tensor-parallel-size",
             type=click.IntRange(min=1),
             default=1,
@@ -133,6 +138,7 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
             api_key_env=kwargs.pop("api_key_env"),
             concurrency=kwargs.pop("concurrency"),
             max_retries=kwargs.pop("max_retries"),
+            workers=kwargs.pop("workers"),
             vllm=vllm,
         )
         return func(*args, **kwargs)
@@ -192,16 +198,20 @@ def build(
 
     library = TemplateLibrary(templates_dir)
     mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens)
+    engine = create_engine(engine_config)
     job = Build(
         mix=mix,
         library=library,
-        engine=create_engine(engine_config),
+        engine=engine,
         out=out or DEFAULT_OUT / mix.name,
         limit=limit,
         chunk_size=chunk_size,
         progress=_progress_bar(quiet),
     )
-    result = job.run()
+    try:
+        result = job.run()
+    finally:
+        engine.close()
     manifest = result.manifest
     counts = manifest["counts"]
     if result.already_complete:

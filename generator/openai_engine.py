@@ -166,6 +166,9 @@ class OpenAIEngine:
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
+    def close(self) -> None:
+        """Nothing held between calls."""
+
     def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
         """Counted by the server's tokenizer where it offers an endpoint for it
         (vLLM's `/tokenize`, llama-cpp-python's `/extras/tokenize`); None otherwise,

@@ -85,6 +85,9 @@ class VllmEngine:
         outputs = self._llm.chat(conversations, params, use_tqdm=False)
         return [_completion(output) for output in outputs]
 
+    def close(self) -> None:
+        """vLLM frees its GPU memory when the process ends."""
+
     def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
         tokenizer = self._llm.get_tokenizer()
         return [len(tokenizer.encode(text, add_special_tokens=False)) for text in texts]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from generator.cli import main
 from generator.engines import Request, SamplingParams, bundled_model_path
 from generator.llamacpp import LlamaCppEngine
 
@@ -12,7 +13,9 @@ PROMPT = "Write two sentences about a lighthouse keeper and the AI that logs the
 
 @pytest.fixture(scope="module")
 def engine() -> LlamaCppEngine:
-    return LlamaCppEngine()
+    engine = LlamaCppEngine(workers=1)
+    yield engine
+    engine.close()
 
 
 def test_bundled_model_ships_inside_the_wheel():
@@ -77,3 +80,42 @@ def test_sampling_params_defaults_follow_vllm():
         16,
         None,
     )
+
+
+def test_worker_processes_give_the_same_texts_as_one_process(engine):
+    requests = [
+        Request(PROMPT, SamplingParams(temperature=0.9, max_tokens=16, seed=s)) for s in range(4)
+    ]
+    pooled = LlamaCppEngine(workers=2)
+    try:
+        assert pooled.default_chunk_size == 8
+        assert pooled.generate(requests) == engine.generate(requests)
+        assert pooled.count_tokens(["tide tables"]) == engine.count_tokens(["tide tables"])
+    finally:
+        pooled.close()
+
+
+def test_a_corrupt_gguf_is_one_clear_error_from_the_workers(tiny_mix, tmp_path, runner):
+    model = tmp_path / "corrupt.gguf"
+    model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    args = [
+        "build",
+        "--mix",
+        str(tiny_mix),
+        "--out",
+        str(tmp_path / "o"),
+        "--limit",
+        "2",
+        "--engine",
+        "llamacpp",
+        "--model",
+        str(model),
+        "--workers",
+        "2",
+        "-q",
+    ]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {model}: cannot load model")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "manifest.json").exists()
