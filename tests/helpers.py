@@ -31,3 +31,8 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
+
+
+def build_args(mix: Path | str, out: Path, *extra: str) -> list[str]:
+    """`gen build` arguments for a mix and an output folder, plus any extras."""
+    return ["build", "--mix", str(mix), "--out", str(out), *extra]

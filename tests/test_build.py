@@ -18,7 +18,7 @@ import pytest
 from generator.cli import main
 from generator.engines import bundled_model_path
 from generator.llamacpp import LlamaCppEngine
-from tests.helpers import TINY_MIX
+from tests.helpers import TINY_MIX, build_args
 
 LIMIT = 6
 
@@ -60,15 +60,7 @@ def clean_build(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProce
             sys.executable,
             "-m",
             "generator",
-            "build",
-            "--mix",
-            str(mix),
-            "--out",
-            str(out),
-            "--limit",
-            str(LIMIT),
-            "--chunk-size",
-            "2",
+            *build_args(mix, out, "--limit", str(LIMIT), "--chunk-size", "2"),
         ],
         capture_output=True,
         text=True,
@@ -153,9 +145,7 @@ def test_rows_record_engine_model_sampling_and_exact_token_counts(clean_build):
 def test_rerunning_a_finished_build_does_nothing(clean_build, runner):
     mix, out, _ = clean_build
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    result = runner.invoke(
-        main, ["build", "--mix", str(mix), "--out", str(out), "--limit", str(LIMIT), "-q"]
-    )
+    result = runner.invoke(main, build_args(mix, out, "--limit", str(LIMIT), "-q"))
     assert result.exit_code == 0, result.output
     assert "already complete" in result.output
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
@@ -163,9 +153,7 @@ def test_rerunning_a_finished_build_does_nothing(clean_build, runner):
 
 def test_a_folder_holding_another_configuration_is_refused(clean_build, runner):
     mix, out, _ = clean_build
-    result = runner.invoke(
-        main, ["build", "--mix", str(mix), "--out", str(out), "--seed", "8", "-q"]
-    )
+    result = runner.invoke(main, build_args(mix, out, "--seed", "8", "-q"))
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {out}: holds a build with a different mix, templates, seed, sampling or model; "
@@ -176,18 +164,7 @@ def test_a_folder_holding_another_configuration_is_refused(clean_build, runner):
 def test_sigkill_mid_build_then_resume_equals_the_uninterrupted_run(clean_build, tmp_path):
     mix, clean_out, _ = clean_build
     out = tmp_path / "resumed"
-    args = [
-        "build",
-        "--mix",
-        str(mix),
-        "--out",
-        str(out),
-        "--limit",
-        str(LIMIT),
-        "--chunk-size",
-        "1",
-        "-q",
-    ]
+    args = build_args(mix, out, "--limit", str(LIMIT), "--chunk-size", "1", "-q")
     chunks = out / ".work" / "chunks"
     first = gen(*args)
     wait_for(lambda: chunks.is_dir() and len(list(chunks.glob("chunk-*.arrow"))) >= 2)
@@ -213,24 +190,11 @@ def test_sigkill_mid_build_then_resume_equals_the_uninterrupted_run(clean_build,
 
 def test_a_second_build_into_a_running_builds_folder_refuses(tiny_mix, tmp_path, runner):
     out = tmp_path / "busy"
-    running = gen(
-        "build",
-        "--mix",
-        str(tiny_mix),
-        "--out",
-        str(out),
-        "--limit",
-        "40",
-        "--chunk-size",
-        "1",
-        "-q",
-    )
+    running = gen(*build_args(tiny_mix, out, "--limit", "40", "--chunk-size", "1", "-q"))
     try:
         lock = out / ".work" / "lock"
         wait_for(lambda: lock.exists() and lock.read_text().strip() == str(running.pid))
-        result = runner.invoke(
-            main, ["build", "--mix", str(tiny_mix), "--out", str(out), "--limit", "40", "-q"]
-        )
+        result = runner.invoke(main, build_args(tiny_mix, out, "--limit", "40", "-q"))
         assert result.exit_code == 1
         assert result.output.strip() == (
             f"Error: {out}: another build is writing to this folder (pid {running.pid}); "
@@ -243,7 +207,7 @@ def test_a_second_build_into_a_running_builds_folder_refuses(tiny_mix, tmp_path,
 
 def test_raising_the_limit_generates_only_the_new_documents(tiny_mix, tmp_path, runner):
     out = tmp_path / "grow"
-    base = ["build", "--mix", str(tiny_mix), "--out", str(out), "-q"]
+    base = build_args(tiny_mix, out, "-q")
     assert runner.invoke(main, [*base, "--limit", "2"]).exit_code == 0
     chunks = out / ".work" / "chunks"
     before = {p.name: p.stat().st_mtime_ns for p in chunks.iterdir()}

@@ -7,6 +7,7 @@ import pytest
 from generator.cli import main
 from generator.engines import Request, SamplingParams, bundled_model_path
 from generator.llamacpp import LlamaCppEngine
+from tests.helpers import build_args
 
 PROMPT = "Write two sentences about a lighthouse keeper and the AI that logs the tides."
 
@@ -98,12 +99,9 @@ def test_worker_processes_give_the_same_texts_as_one_process(engine):
 def test_a_corrupt_gguf_is_one_clear_error_from_the_workers(tiny_mix, tmp_path, runner):
     model = tmp_path / "corrupt.gguf"
     model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
-    args = [
-        "build",
-        "--mix",
-        str(tiny_mix),
-        "--out",
-        str(tmp_path / "o"),
+    args = build_args(
+        tiny_mix,
+        tmp_path / "o",
         "--limit",
         "2",
         "--engine",
@@ -113,7 +111,7 @@ def test_a_corrupt_gguf_is_one_clear_error_from_the_workers(tiny_mix, tmp_path, 
         "--workers",
         "2",
         "-q",
-    ]
+    )
     result = runner.invoke(main, args)
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {model}: cannot load model")

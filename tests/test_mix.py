@@ -4,7 +4,7 @@ import pytest
 
 from generator.cli import main
 from generator.mix import load_mix
-from tests.helpers import TINY_MIX, write
+from tests.helpers import TINY_MIX, build_args, write
 
 GOOD = TINY_MIX.format(max_tokens=24, max_rows=2)
 
@@ -49,7 +49,7 @@ def test_bad_mix_gives_one_line_error_naming_file_and_key(runner, tmp_path, chan
     mix = write(tmp_path / "bad.yaml", GOOD.replace(*change))
     assert GOOD.replace(*change) != GOOD
     out = tmp_path / "out"
-    result = runner.invoke(main, ["build", "--mix", str(mix), "--out", str(out)])
+    result = runner.invoke(main, build_args(mix, out))
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
@@ -59,33 +59,27 @@ def test_bad_mix_gives_one_line_error_naming_file_and_key(runner, tmp_path, chan
 
 
 def test_unknown_mix_name_lists_builtin_mixes(runner, tmp_path):
-    result = runner.invoke(
-        main, ["build", "--mix", "alignment-storeis", "--out", str(tmp_path / "o")]
-    )
+    result = runner.invoke(main, build_args("alignment-storeis", tmp_path / "o"))
     assert result.exit_code == 1
     assert "unknown mix 'alignment-storeis' (built-in mixes: alignment-stories" in result.output
 
 
 def test_missing_mix_file_is_named(runner, tmp_path):
     missing = tmp_path / "nope.yaml"
-    result = runner.invoke(main, ["build", "--mix", str(missing), "--out", str(tmp_path / "o")])
+    result = runner.invoke(main, build_args(missing, tmp_path / "o"))
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {missing}: file not found"
 
 
 def test_max_tokens_override_is_validated(runner, tiny_mix, tmp_path):
-    result = runner.invoke(
-        main, ["build", "--mix", str(tiny_mix), "--max-tokens", "0", "--out", str(tmp_path / "o")]
-    )
+    result = runner.invoke(main, build_args(tiny_mix, tmp_path / "o", "--max-tokens", "0"))
     assert result.exit_code == 2
     assert "--max-tokens" in result.output
 
 
 def test_missing_model_file_is_one_line(runner, tiny_mix, tmp_path):
     model = tmp_path / "missing.gguf"
-    result = runner.invoke(
-        main, ["build", "--mix", str(tiny_mix), "--model", str(model), "--out", str(tmp_path / "o")]
-    )
+    result = runner.invoke(main, build_args(tiny_mix, tmp_path / "o", "--model", str(model)))
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {model}: model file not found"
     assert not (tmp_path / "o").exists()
@@ -93,9 +87,7 @@ def test_missing_model_file_is_one_line(runner, tiny_mix, tmp_path):
 
 def test_a_file_that_is_not_gguf_is_refused_before_anything_is_written(runner, tiny_mix, tmp_path):
     model = write(tmp_path / "fake.gguf", "not a model")
-    result = runner.invoke(
-        main, ["build", "--mix", str(tiny_mix), "--model", str(model), "--out", str(tmp_path / "o")]
-    )
+    result = runner.invoke(main, build_args(tiny_mix, tmp_path / "o", "--model", str(model)))
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {model}: not a GGUF model file"
     assert not (tmp_path / "o").exists()

@@ -17,6 +17,7 @@ import pytest
 from generator.cli import main
 from generator.llamacpp import LlamaCppEngine
 from shards.format import SCHEMA
+from tests.helpers import build_args
 from tests.servers import MODEL_ALIAS, FaultProxy, LlamaServer
 
 SECRET = "sk-test-5f1d8c0a9e2b47d6"
@@ -42,12 +43,9 @@ def key(monkeypatch):
 
 
 def openai_args(mix: Path, out: Path, base_url: str, *extra: str) -> list[str]:
-    return [
-        "build",
-        "--mix",
-        str(mix),
-        "--out",
-        str(out),
+    return build_args(
+        mix,
+        out,
         "--engine",
         "openai",
         "--base-url",
@@ -56,7 +54,7 @@ def openai_args(mix: Path, out: Path, base_url: str, *extra: str) -> list[str]:
         MODEL_ALIAS,
         "-q",
         *extra,
-    ]
+    )
 
 
 def all_output_bytes(out: Path) -> bytes:

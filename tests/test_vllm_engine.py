@@ -16,6 +16,7 @@ from generator.mix import load_mix
 from generator.prompts import TemplateLibrary
 from generator.vllm_engine import VllmEngine, VllmOptions
 from shards.format import SCHEMA
+from tests.helpers import build_args
 
 DOUBLES = Path(__file__).parent / "doubles"
 
@@ -121,12 +122,9 @@ def test_build_with_vllm_chunks_requests_and_writes_the_same_schema(
     vllm, tiny_mix, tmp_path, runner
 ):
     out = tmp_path / "out"
-    args = [
-        "build",
-        "--mix",
-        str(tiny_mix),
-        "--out",
-        str(out),
+    args = build_args(
+        tiny_mix,
+        out,
         "--limit",
         "12",
         "--chunk-size",
@@ -138,7 +136,7 @@ def test_build_with_vllm_chunks_requests_and_writes_the_same_schema(
         "--tensor-parallel-size",
         "2",
         "-q",
-    ]
+    )
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "by vllm on org/model-7b" in result.output
@@ -162,7 +160,7 @@ def test_aborted_requests_fail_the_build_and_are_retried_by_the_next_run(vllm, t
         "sampling: {max_tokens: 64}\nfilters: {min_words: 1, drop_truncated: false}\n"
     )
     out = tmp_path / "out"
-    args = ["build", "--mix", str(mix), "--out", str(out), "--engine", "vllm", "--model", "m", "-q"]
+    args = build_args(mix, out, "--engine", "vllm", "--model", "m", "-q")
     # Abort the prompts that name the AI of document 1 (and any other with that name).
     library = TemplateLibrary()
     doomed = plan_document(load_mix(str(mix), library), library, 1).axes["ai_name"]
