@@ -320,3 +320,11 @@ def templates_render(
         click.echo("")
         click.echo(rendered.prompt)
         click.echo("")
+
+
+# Commands that read builds back live in their own module; registered here so
+# `gen` is one group.
+from generator.cli_shards import export, inspect  # noqa: E402
+
+main.add_command(inspect)
+main.add_command(export)

@@ -51,6 +51,16 @@ SCHEMA = pa.schema(
 )
 
 
+def is_shard_schema(schema: pa.Schema) -> bool:
+    """The declared columns, in order, optionally followed by `score_<name>` columns
+    (added by scorers, kept so users can re-threshold without regenerating)."""
+    base = pa.schema(list(schema)[: len(SCHEMA)])
+    extra = list(schema)[len(SCHEMA) :]
+    return base.equals(SCHEMA) and all(
+        f.name.startswith("score_") and pa.types.is_floating(f.type) for f in extra
+    )
+
+
 def to_batch(docs: Sequence[Document]) -> pa.RecordBatch:
     columns = {
         "id": [d.id for d in docs],
@@ -93,7 +103,7 @@ def read_batches(path: Path) -> Iterator[pa.RecordBatch]:
     try:
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_stream(source)
-            if not reader.schema.equals(SCHEMA):
+            if not is_shard_schema(reader.schema):
                 raise ShardError(f"{path}: not a shard of this format (unexpected columns)")
             yield from reader
     except FileNotFoundError:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from generator.prompts import TemplateLibrary
-from tests.helpers import TINY_MIX, write
+from tests.helpers import TINY_MIX, build_args, write
+
+LIMIT = 6
 
 
 @pytest.fixture
@@ -24,3 +28,26 @@ def library() -> TemplateLibrary:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def clean_build(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """One uninterrupted real build (bundled model) that tests compare against and read.
+    Read-only for everyone: the inspect tests check nothing writes into it."""
+    root = tmp_path_factory.mktemp("clean")
+    mix = root / "tiny.yaml"
+    mix.write_text(TINY_MIX.format(max_tokens=24, max_rows=2))
+    out = root / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            *build_args(mix, out, "--limit", str(LIMIT), "--chunk-size", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return mix, out, done

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import datasets
 import pyarrow as pa
-import pytest
 
 from generator.cli import main
 from generator.engines import bundled_model_path
 from generator.llamacpp import LlamaCppEngine
-from tests.helpers import TINY_MIX, build_args
-
-LIMIT = 6
+from tests.conftest import LIMIT
+from tests.helpers import build_args
 
 
 def gen(*args: str, **kwargs) -> subprocess.Popen:
@@ -46,28 +44,6 @@ def wait_for(condition, timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the build")
         time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def clean_build(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """One uninterrupted build that the other tests compare against."""
-    root = tmp_path_factory.mktemp("clean")
-    mix = root / "tiny.yaml"
-    mix.write_text(TINY_MIX.format(max_tokens=24, max_rows=2))
-    out = root / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            *build_args(mix, out, "--limit", str(LIMIT), "--chunk-size", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return mix, out, done
 
 
 def test_progress_goes_to_stderr_and_summary_to_stdout(clean_build):
