@@ -1,12 +1,27 @@
-"""Deduplication stages."""
+"""Deduplication stages: exact (normalised text) and near (MinHash LSH).
+
+Both keep the first document of each cluster in build order, so a build's
+output never depends on timing or batch boundaries.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+
+from filters.minhash import MinHasher, NearDuplicateIndex
 from filters.stage import Drop, Stage
-from generator.records import Document
+from generator.errors import ShardError
+from generator.records import Document, content_id
+from shards.format import foreign_files, read_foreign
+from shards.writer import staged_folder
 
 _WS = re.compile(r"\s+")
 
@@ -32,3 +47,147 @@ class ExactDedup(Stage):
             return Drop("duplicate")
         self._seen.add(digest)
         return doc
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Near-duplicate settings, set in a mix's `dedup:` section or on the command line."""
+
+    enabled: bool = True
+    threshold: float = 0.8
+    ngram: int = 5
+    num_perm: int = 128
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"invalid value {self.enabled!r} for enabled")
+        if not isinstance(self.threshold, (int, float)) or not 0 < self.threshold <= 1:
+            raise ValueError(f"invalid value {self.threshold!r} for threshold")
+        for name in ("ngram", "num_perm"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"invalid value {value!r} for {name}")
+
+    def hasher(self) -> MinHasher:
+        return MinHasher(num_perm=self.num_perm, ngram=self.ngram)
+
+    def index(self) -> NearDuplicateIndex:
+        return NearDuplicateIndex(threshold=self.threshold, num_perm=self.num_perm)
+
+
+class NearDedup(Stage):
+    """Drop documents whose shingle sets are at least `threshold` similar (Jaccard,
+    estimated by MinHash) to an earlier kept document; `duplicate_of` maps each
+    dropped id to the id it duplicates."""
+
+    name = "near-dedup"
+    batch_size = 256
+
+    def __init__(self, config: DedupConfig) -> None:
+        super().__init__()
+        self.hasher = config.hasher()
+        self.index = config.index()
+        self.duplicate_of: dict[str, str] = {}
+
+    def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
+        signatures = self.hasher.signatures([doc.text for doc in docs])
+        results: list[Document | Drop] = []
+        for doc, signature in zip(docs, signatures, strict=True):
+            original = self.index.add(doc.id, signature)
+            if original is None:
+                results.append(doc)
+            else:
+                self.duplicate_of[doc.id] = original
+                results.append(Drop("near-duplicate"))
+        return results
+
+
+def dedup_files(
+    paths: list[Path], out: Path, config: DedupConfig, max_rows: int = 100_000
+) -> dict[str, Any]:
+    """Near-deduplicate any Arrow or Parquet files with a `text` column into `out`.
+
+    Rows keep their columns (an `id` column, the sha256 of the text, is added
+    where there is none) and their order; the first row of each cluster is
+    kept. Writes `shard-NNNNN.arrow` files and `dedup-report.json` into `out`,
+    which appears complete or not at all.
+    """
+    files = foreign_files(paths)
+    hasher, index = config.hasher(), config.index()
+    clusters: dict[str, list[str]] = {}
+    rows_in = rows_kept = 0
+    schema: pa.Schema | None = None
+    with staged_folder(out) as staging:
+        shards = _RollingShards(staging, max_rows)
+        for path in files:
+            for batch in read_foreign(path):
+                batch = _with_ids(batch)
+                if schema is None:
+                    schema = batch.schema
+                elif not batch.schema.equals(schema):
+                    raise ShardError(f"{path}: columns differ from {files[0]}")
+                texts = batch.column("text").to_pylist()
+                ids = batch.column("id").to_pylist()
+                keep = []
+                for row_id, signature in zip(ids, hasher.signatures(texts), strict=True):
+                    original = index.add(str(row_id), signature)
+                    keep.append(original is None)
+                    if original is not None:
+                        clusters.setdefault(original, []).append(str(row_id))
+                kept = batch.filter(pa.array(keep))
+                rows_in += batch.num_rows
+                rows_kept += kept.num_rows
+                shards.write(kept)
+        shards.close()
+        report = {
+            "inputs": [str(p) for p in files],
+            "rows_in": rows_in,
+            "rows_kept": rows_kept,
+            "near_duplicates": rows_in - rows_kept,
+            "config": dataclasses.asdict(config),
+            "shards": shards.names,
+            "clusters": [{"kept": k, "duplicates": v} for k, v in clusters.items()],
+        }
+        (staging / "dedup-report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _with_ids(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if "id" in batch.schema.names:
+        return batch
+    ids = pa.array([content_id(t or "") for t in batch.column("text").to_pylist()])
+    return pa.RecordBatch.from_arrays([ids, *batch.columns], names=["id", *batch.schema.names])
+
+
+class _RollingShards:
+    """Arrow stream shards of at most `max_rows` rows, for whatever schema comes in."""
+
+    def __init__(self, folder: Path, max_rows: int) -> None:
+        self.folder, self.max_rows = folder, max_rows
+        self.names: list[str] = []
+        self._writer: Any = None
+        self._sink: Any = None
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            if self._writer is None or self._rows >= self.max_rows:
+                self._open(batch.schema)
+            room = self.max_rows - self._rows
+            self._writer.write_batch(batch.slice(0, room))
+            self._rows += min(room, batch.num_rows)
+            batch = batch.slice(room)
+
+    def _open(self, schema: pa.Schema) -> None:
+        self.close()
+        name = f"shard-{len(self.names):05d}.arrow"
+        self.names.append(name)
+        self._sink = pa.OSFile(str(self.folder / name), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+        self._rows = 0
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None

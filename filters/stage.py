@@ -36,7 +36,11 @@ class StageStats:
 
 
 class Stage:
+    """Per-document stages write `process`; stages that work best on many documents at
+    once (bulk MinHash, model judges) write `process_batch` and set `batch_size`."""
+
     name: str = "stage"
+    batch_size: int = 1
 
     def __init__(self) -> None:
         self.stats = StageStats(self.name)
@@ -44,10 +48,23 @@ class Stage:
     def process(self, doc: Document) -> Document | Drop:
         raise NotImplementedError
 
+    def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
+        return [self.process(doc) for doc in docs]
+
     def run(self, docs: Iterable[Document]) -> Iterator[Document]:
+        batch: list[Document] = []
         for doc in docs:
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                yield from self._count(batch)
+                batch = []
+        if batch:
+            yield from self._count(batch)
+
+    def _count(self, batch: list[Document]) -> Iterator[Document]:
+        results = self.process_batch(batch)
+        for result in results:
             self.stats.seen += 1
-            result = self.process(doc)
             if isinstance(result, Drop):
                 self.stats.dropped[result.reason] += 1
                 continue

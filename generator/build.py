@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.clean import Clean
-from filters.dedup import ExactDedup
+from filters.dedup import ExactDedup, NearDedup
 from filters.stage import Drop, Stage, run_pipeline
 from generator import __version__
 from generator.engines import Engine, Request, SamplingParams
@@ -44,6 +44,7 @@ from shards.format import read_documents
 from shards.writer import write_arrow_atomic, write_json_atomic, write_shards
 
 MANIFEST = "manifest.json"
+NEAR_DUPLICATES = "near-duplicates.json"
 MANIFEST_FORMAT = "alignment-datagen/manifest@1"
 _CHUNK_NAME = re.compile(r"^chunk-(\d{9})-(\d{9})\.arrow$")
 
@@ -265,7 +266,13 @@ class Build:
     def _finalize(self, key: str, config_hash: str) -> dict[str, Any]:
         (self.out / MANIFEST).unlink(missing_ok=True)
         counter = CountTokens(self.engine)
-        stages: list[Stage] = [Clean(self.mix.filters), ExactDedup(), counter]
+        near = NearDedup(self.mix.dedup) if self.mix.dedup.enabled else None
+        stages: list[Stage] = [
+            Clean(self.mix.filters),
+            ExactDedup(),
+            *([near] if near else []),
+            counter,
+        ]
         tally = Tally()
         kept = tally.run(run_pipeline(self._raw_documents(), stages))
         shards = write_shards(kept, self.out, self.mix.shards)
@@ -303,6 +310,9 @@ class Build:
             },
             "shards": [s.__dict__ for s in shards],
         }
+        if near is not None:
+            write_json_atomic(self.out / NEAR_DUPLICATES, near.duplicate_of)
+            manifest["near_duplicates"] = {"file": NEAR_DUPLICATES, "count": len(near.duplicate_of)}
         write_json_atomic(self.out / MANIFEST, manifest)
         return manifest
 

@@ -57,6 +57,34 @@ def main() -> None:
     """
 
 
+def dedup_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Near-duplicate settings (override the mix's `dedup:`), gathered into `dedup`."""
+    options = [
+        click.option(
+            "--dedup-threshold",
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Jaccard similarity at which documents count as near-duplicates [0.8].",
+        ),
+        click.option("--dedup-ngram", type=click.IntRange(min=1), help="Words per shingle [5]."),
+        click.option(
+            "--dedup-num-perm", type=click.IntRange(min=1), help="MinHash permutations [128]."
+        ),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["dedup"] = {
+            "threshold": kwargs.pop("dedup_threshold"),
+            "ngram": kwargs.pop("dedup_ngram"),
+            "num_perm": kwargs.pop("dedup_num_perm"),
+        }
+        return func(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options that choose and tune an engine, gathered into one `engine_config`."""
     options = [
@@ -161,6 +189,7 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--limit", type=click.IntRange(min=1), help="Generate at most this many documents.")
 @click.option("--seed", type=click.IntRange(min=0), help="Override the mix's build seed.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Override the mix's max_tokens.")
+@dedup_options
 @engine_options
 @click.option(
     "--chunk-size",
@@ -176,6 +205,7 @@ def build(
     limit: int | None,
     seed: int | None,
     max_tokens: int | None,
+    dedup: dict[str, Any],
     engine_config: EngineConfig,
     chunk_size: int | None,
     quiet: bool,
@@ -197,7 +227,7 @@ def build(
     from generator.prompts import TemplateLibrary
 
     library = TemplateLibrary(templates_dir)
-    mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens)
+    mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens, dedup=dedup)
     engine = create_engine(engine_config)
     job = Build(
         mix=mix,
@@ -324,7 +354,8 @@ def templates_render(
 
 # Commands that read builds back live in their own module; registered here so
 # `gen` is one group.
-from generator.cli_shards import export, inspect  # noqa: E402
+from generator.cli_shards import dedup, export, inspect  # noqa: E402
 
 main.add_command(inspect)
 main.add_command(export)
+main.add_command(dedup)

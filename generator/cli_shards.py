@@ -201,3 +201,48 @@ def export(
         write_repository(view, folder, fmt, card)
         sent = upload_repository(folder, repo_id, private, HfApi(token=token))
     click.echo(f"uploaded {len(sent)} file(s) to https://huggingface.co/datasets/{repo_id}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="A new folder for the kept rows and dedup-report.json.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity that makes a near-duplicate.",
+)
+@click.option(
+    "--ngram", type=click.IntRange(min=1), default=5, show_default=True, help="Words per shingle."
+)
+@click.option(
+    "--num-perm",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="MinHash permutations.",
+)
+@user_errors
+def dedup(paths: tuple[Path, ...], out: Path, threshold: float, ngram: int, num_perm: int) -> None:
+    """Near-deduplicate Arrow or Parquet files (or folders of them) that have a `text` column.
+
+    Keeps the first row of each cluster, in input order, with all its columns.
+
+    \b
+    Example:
+      gen dedup corpus/*.parquet --out corpus-dedup --threshold 0.8
+    """
+    from filters.dedup import DedupConfig, dedup_files
+
+    config = DedupConfig(threshold=threshold, ngram=ngram, num_perm=num_perm)
+    report = dedup_files(list(paths), out, config)
+    click.echo(
+        f"{out}: kept {report['rows_kept']:,} of {report['rows_in']:,} rows "
+        f"({report['near_duplicates']:,} near-duplicates in {len(report['clusters']):,} clusters)"
+    )

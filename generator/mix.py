@@ -14,13 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from filters.clean import CleanConfig
+from filters.dedup import DedupConfig
 from generator.engines import SamplingParams, is_int, is_number
 from generator.errors import MixError, TemplateError
 from generator.prompts import TemplateLibrary, load_yaml
 from generator.records import file_sha256
 from shards.writer import ShardConfig
 
-MIX_KEYS = {"name", "description", "documents", "seed", "families", "sampling", "filters", "shards"}
+MIX_KEYS = {
+    "name",
+    "description",
+    "documents",
+    "seed",
+    "families",
+    "sampling",
+    "filters",
+    "dedup",
+    "shards",
+}
 
 
 @dataclass(frozen=True)
@@ -34,19 +45,28 @@ class Mix:
     families: dict[str, float]
     sampling: SamplingParams
     filters: CleanConfig = field(default_factory=CleanConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
 
-    def with_overrides(self, seed: int | None = None, max_tokens: int | None = None) -> Mix:
+    def with_overrides(
+        self,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        dedup: dict[str, Any] | None = None,
+    ) -> Mix:
         """Apply command-line overrides; the result is what the manifest records."""
         mix = self
         if seed is not None:
             mix = dataclasses.replace(mix, seed=seed)
-        if max_tokens is not None:
-            try:
+        try:
+            if max_tokens is not None:
                 sampling = dataclasses.replace(mix.sampling, max_tokens=max_tokens)
-            except ValueError as exc:
-                raise MixError(f"--max-tokens: {exc}") from None
-            mix = dataclasses.replace(mix, sampling=sampling)
+                mix = dataclasses.replace(mix, sampling=sampling)
+            changes = {k: v for k, v in (dedup or {}).items() if v is not None}
+            if changes:
+                mix = dataclasses.replace(mix, dedup=dataclasses.replace(mix.dedup, **changes))
+        except ValueError as exc:
+            raise MixError(f"command line: {exc}") from None
         return mix
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +77,7 @@ class Mix:
             "families": dict(self.families),
             "sampling": self.sampling.to_dict(),
             "filters": dataclasses.asdict(self.filters),
+            "dedup": dataclasses.asdict(self.dedup),
             "shards": dataclasses.asdict(self.shards),
         }
 
@@ -109,6 +130,7 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
         families=_families(path, data["families"], library),
         sampling=_section(path, "sampling", data.get("sampling"), SamplingParams),
         filters=_section(path, "filters", data.get("filters"), CleanConfig),
+        dedup=_section(path, "dedup", data.get("dedup"), DedupConfig),
         shards=_section(path, "shards", data.get("shards"), ShardConfig),
     )
 

@@ -17,8 +17,6 @@ standard Hugging Face login and is handed to `HfApi` only.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from generator.errors import ShardError
 from generator.records import file_sha256
 from shards.format import read_batches
 from shards.inspect import BuildView, summarize
-from shards.writer import atomic_path
+from shards.writer import atomic_path, staged_folder
 
 FORMATS = ("parquet", "jsonl")
 UPLOAD_BATCH_FILES = 50
@@ -52,23 +50,13 @@ def write_repository(view: BuildView, target: Path, fmt: str, card: CardOptions)
     """Write the data files, mixing.json and README.md into `target`; returns the data files."""
     if fmt not in FORMATS:
         raise ExportError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if target.exists() and any(target.iterdir()):
-        raise ExportError(f"{target}: exists and is not empty; choose another folder")
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        (staging / "data").mkdir(parents=True)
+    with staged_folder(target) as staging:
+        (staging / "data").mkdir()
         files = _write_data(view, staging / "data", fmt)
         mixing = _mixing_summary(view, files, staging)
         (staging / "mixing.json").write_text(json.dumps(mixing, indent=2) + "\n", encoding="utf-8")
         readme = dataset_card(view, fmt, card, mixing)
         (staging / "README.md").write_text(readme, encoding="utf-8")
-        if target.exists():
-            target.rmdir()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return [target / f.relative_to(staging) for f in files]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -116,3 +117,56 @@ def read_documents(paths: Iterable[Path]) -> Iterator[Document]:
     for path in paths:
         for batch in read_batches(path):
             yield from from_batch(batch)
+
+
+FOREIGN_SUFFIXES = (".arrow", ".parquet")
+
+
+def foreign_files(paths: Iterable[Path]) -> list[Path]:
+    """Arrow and Parquet files named directly or found (sorted) in named folders."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in FOREIGN_SUFFIXES)
+            if not found:
+                raise ShardError(f"{path}: no .arrow or .parquet files in this folder")
+            files.extend(found)
+        elif path.is_file():
+            if path.suffix not in FOREIGN_SUFFIXES:
+                raise ShardError(f"{path}: expected an .arrow or .parquet file")
+            files.append(path)
+        else:
+            raise ShardError(f"{path}: no such file or folder")
+    return files
+
+
+def read_foreign(path: Path, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+    """Batches of any Arrow (IPC file or stream) or Parquet file that has a `text` column."""
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".parquet":
+            parquet = pq.ParquetFile(str(path))
+            _require_text(path, parquet.schema_arrow)
+            yield from parquet.iter_batches(batch_size=batch_rows)
+            return
+        with pa.memory_map(str(path)) as source:
+            try:
+                reader: Any = pa.ipc.open_file(source)
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            except pa.ArrowInvalid:
+                source.seek(0)
+                reader = pa.ipc.open_stream(source)
+                batches = iter(reader)
+            _require_text(path, reader.schema)
+            yield from batches
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ShardError(f"{path}: unreadable or truncated file ({exc})") from None
+
+
+def _require_text(path: Path, schema: pa.Schema) -> None:
+    field = schema.field("text") if "text" in schema.names else None
+    if field is None or not (
+        pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+    ):
+        raise ShardError(f"{path}: no string column named 'text'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from generator.errors import ShardError
 from generator.records import Document, file_sha256
 from shards.format import SCHEMA, to_batch
 
@@ -57,6 +59,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty sibling folder; rename it to `target` only if the block succeeds.
+
+    A reader sees `target` absent or complete. An existing non-empty `target`
+    is refused rather than overwritten.
+    """
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ShardError(f"{target}: exists and is not empty; choose another folder")
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -60,7 +60,7 @@ def test_manifest_counts_add_up(clean_build):
     assert counts["planned"] == counts["generated"] == LIMIT
     assert counts["kept"] + sum(counts["dropped"].values()) == counts["generated"]
     stages = manifest["stages"]
-    assert [s["stage"] for s in stages] == ["clean", "exact-dedup", "count-tokens"]
+    assert [s["stage"] for s in stages] == ["clean", "exact-dedup", "near-dedup", "count-tokens"]
     for before, after in itertools.pairwise(stages):
         assert before["out"] == after["in"]
     for stage in stages:
@@ -72,6 +72,12 @@ def test_manifest_counts_add_up(clean_build):
     assert manifest["model"]["name"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert manifest["seed"] == 7 and manifest["config"]["documents"] == LIMIT
     assert manifest["mix"]["name"] == "tiny" and len(manifest["config_hash"]) == 64
+    near = json.loads((out / manifest["near_duplicates"]["file"]).read_text())
+    assert (
+        len(near)
+        == manifest["near_duplicates"]["count"]
+        == counts["dropped"].get("near-duplicate", 0)
+    )
     assert set(manifest["templates"].values()) <= {
         "deployment-story@1",
         "technical-report@1",
