@@ -33,6 +33,7 @@ from typing import Any
 
 from filters.clean import Clean
 from filters.dedup import ExactDedup, NearDedup
+from filters.scorers import Score
 from filters.stage import Drop, Stage, run_pipeline
 from generator import __version__
 from generator.engines import Engine, Request, SamplingParams
@@ -271,6 +272,7 @@ class Build:
             Clean(self.mix.filters),
             ExactDedup(),
             *([near] if near else []),
+            Score(self.mix.scores),
             counter,
         ]
         tally = Tally()

@@ -15,6 +15,7 @@ from typing import Any
 
 from filters.clean import CleanConfig
 from filters.dedup import DedupConfig
+from filters.scorers import ScoreConfig
 from generator.engines import SamplingParams, is_int, is_number
 from generator.errors import MixError, TemplateError
 from generator.prompts import TemplateLibrary, load_yaml
@@ -30,6 +31,7 @@ MIX_KEYS = {
     "sampling",
     "filters",
     "dedup",
+    "scores",
     "shards",
 }
 
@@ -46,6 +48,7 @@ class Mix:
     sampling: SamplingParams
     filters: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    scores: ScoreConfig = field(default_factory=ScoreConfig.default)
     shards: ShardConfig = field(default_factory=ShardConfig)
 
     def with_overrides(
@@ -78,6 +81,7 @@ class Mix:
             "sampling": self.sampling.to_dict(),
             "filters": dataclasses.asdict(self.filters),
             "dedup": dataclasses.asdict(self.dedup),
+            "scores": dict(sorted(self.scores.minimums.items())),
             "shards": dataclasses.asdict(self.shards),
         }
 
@@ -131,6 +135,7 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
         sampling=_section(path, "sampling", data.get("sampling"), SamplingParams),
         filters=_section(path, "filters", data.get("filters"), CleanConfig),
         dedup=_section(path, "dedup", data.get("dedup"), DedupConfig),
+        scores=_scores(path, data.get("scores")),
         shards=_section(path, "shards", data.get("shards"), ShardConfig),
     )
 
@@ -150,6 +155,18 @@ def _families(path: Path, raw: Any, library: TemplateLibrary) -> dict[str, float
             )
         families[str(name)] = float(weight)
     return families
+
+
+def _scores(path: Path, raw: Any) -> ScoreConfig:
+    """`scores:` maps scorer names to the minimum each must reach (null: keep the score only)."""
+    if raw is None:
+        return ScoreConfig.default()
+    if not isinstance(raw, dict):
+        raise MixError(f"{path}: scores: expected a mapping of scorer names to minimums")
+    try:
+        return ScoreConfig.parse(raw)
+    except ValueError as exc:
+        raise MixError(f"{path}: scores: {exc}") from None
 
 
 def _section(path: Path, key: str, raw: Any, cls: type) -> Any:

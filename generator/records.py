@@ -39,6 +39,7 @@ class Document:
     sampling: dict[str, Any] = field(default_factory=dict)
     n_tokens: int = 0
     finish_reason: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

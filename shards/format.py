@@ -19,6 +19,8 @@ so `datasets.Dataset.from_file(path)` memory-maps them as they are and
 | n_tokens      | int32  | length of `text` in the generating model's tokenizer         |
 | finish_reason | string | `stop` (natural end) or `length` (cut at max_tokens)         |
 | doc_index     | int64  | the document's index in the build plan                       |
+| score_<name>  | double | one column per scorer that ran (higher is better); null where |
+|               |        | a judge's reply could not be parsed                          |
 """
 
 from __future__ import annotations
@@ -62,7 +64,14 @@ def is_shard_schema(schema: pa.Schema) -> bool:
     )
 
 
+def schema_for(score_names: Iterable[str]) -> pa.Schema:
+    """SCHEMA followed by one float64 `score_<name>` column per scorer, sorted by name."""
+    extra = [pa.field(f"score_{name}", pa.float64(), nullable=True) for name in sorted(score_names)]
+    return pa.schema([*SCHEMA, *extra])
+
+
 def to_batch(docs: Sequence[Document]) -> pa.RecordBatch:
+    names = sorted(docs[0].scores) if docs else []
     columns = {
         "id": [d.id for d in docs],
         "text": [d.text for d in docs],
@@ -78,7 +87,9 @@ def to_batch(docs: Sequence[Document]) -> pa.RecordBatch:
         "finish_reason": [d.finish_reason for d in docs],
         "doc_index": [d.index for d in docs],
     }
-    return pa.RecordBatch.from_pydict(columns, schema=SCHEMA)
+    for name in names:
+        columns[f"score_{name}"] = [d.scores.get(name) for d in docs]
+    return pa.RecordBatch.from_pydict(columns, schema=schema_for(names))
 
 
 def from_batch(batch: pa.RecordBatch) -> Iterator[Document]:
@@ -96,6 +107,7 @@ def from_batch(batch: pa.RecordBatch) -> Iterator[Document]:
             sampling=json.loads(row["sampling"]),
             n_tokens=row["n_tokens"],
             finish_reason=row["finish_reason"],
+            scores={k[6:]: v for k, v in row.items() if k.startswith("score_")},
         )
 
 

@@ -8,6 +8,7 @@ never a truncated shard.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from generator.errors import ShardError
 from generator.records import Document, file_sha256
-from shards.format import SCHEMA, to_batch
+from shards.format import SCHEMA, schema_for, to_batch
 
 BATCH_ROWS = 256
 
@@ -90,12 +91,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def write_arrow_atomic(path: Path, docs: Iterable[Document]) -> int:
     """Write one Arrow stream file of documents; returns the number of rows."""
     rows = 0
+    batches = _batches(docs, BATCH_ROWS)
+    first = next(batches, [])
+    schema = schema_for(first[0].scores) if first else SCHEMA
     with (
         atomic_path(path) as tmp,
         pa.OSFile(str(tmp), "wb") as sink,
-        pa.ipc.new_stream(sink, SCHEMA) as writer,
+        pa.ipc.new_stream(sink, schema) as writer,
     ):
-        for batch in _batches(docs, BATCH_ROWS):
+        for batch in itertools.chain([first] if first else [], batches):
             writer.write_batch(to_batch(batch))
             rows += len(batch)
     return rows

@@ -60,7 +60,13 @@ def test_manifest_counts_add_up(clean_build):
     assert counts["planned"] == counts["generated"] == LIMIT
     assert counts["kept"] + sum(counts["dropped"].values()) == counts["generated"]
     stages = manifest["stages"]
-    assert [s["stage"] for s in stages] == ["clean", "exact-dedup", "near-dedup", "count-tokens"]
+    assert [s["stage"] for s in stages] == [
+        "clean",
+        "exact-dedup",
+        "near-dedup",
+        "score",
+        "count-tokens",
+    ]
     for before, after in itertools.pairwise(stages):
         assert before["out"] == after["in"]
     for stage in stages:

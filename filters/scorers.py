@@ -1,0 +1,271 @@
+"""Heuristic scorers and the stage that runs them.
+
+A scorer is a small class with a `name`, a `version`, a documented `range` and
+`score(texts) -> numpy array`, oriented so that higher is always better
+(cleaner, finer, more aligned). Scores go into `score_<name>` columns and stay
+in the shards, so users can re-threshold without regenerating; a mix's
+`scores:` section sets the minimum each score must reach, and rows below it are
+dropped with reason `low-<name>`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from filters.stage import Drop, Stage
+from generator.records import Document
+
+_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+
+
+class Scorer:
+    name: ClassVar[str]
+    version: ClassVar[int]
+    range: ClassVar[tuple[float, float]]
+    description: ClassVar[str]
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([self.score_one(t) for t in texts], dtype=np.float64)
+
+    def score_one(self, text: str) -> float:
+        raise NotImplementedError
+
+
+class QualityScorer(Scorer):
+    """Share of the Gopher quality rules (Rae et al., 2021) a document passes."""
+
+    name, version, range = "quality", 1, (0.0, 1.0)
+    description = (
+        "share of Gopher heuristic rules passed (length, word length, symbols, lines, stop words)"
+    )
+
+    def score_one(self, text: str) -> float:
+        words = _WORD.findall(text)
+        raw_words = text.split()
+        lines = [line for line in text.splitlines() if line.strip()]
+        n = max(len(raw_words), 1)
+        mean_length = sum(map(len, words)) / len(words) if words else 0.0
+        symbols = text.count("#") + text.count("...") + text.count("…")
+        rules = [
+            50 <= len(raw_words) <= 100_000,
+            3 <= mean_length <= 10,
+            symbols / n < 0.1,
+            not lines
+            or sum(ln.lstrip().startswith(("-", "*", "•")) for ln in lines) / len(lines) < 0.9,
+            not lines or sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines) < 0.3,
+            sum(any(c.isalpha() for c in w) for w in raw_words) / n >= 0.8,
+            len(STOP_WORDS.intersection(w.lower() for w in words)) >= 2,
+        ]
+        return sum(rules) / len(rules)
+
+
+class RepetitionScorer(Scorer):
+    """1 minus the worst of Gopher's repetition signals, each scaled by its Gopher limit."""
+
+    name, version, range = "repetition", 1, (0.0, 1.0)
+    description = (
+        "1 - worst of duplicate-line, top-bigram and duplicate-5-gram fractions over their limits"
+    )
+    LIMITS: ClassVar[dict[str, float]] = {"lines": 0.3, "top_2gram": 0.2, "dup_5gram": 0.15}
+
+    def score_one(self, text: str) -> float:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        words = [w.lower() for w in _WORD.findall(text)]
+        signals = {
+            "lines": _duplicate_share(lines),
+            "top_2gram": _top_ngram_char_share(words, 2),
+            "dup_5gram": _duplicate_ngram_char_share(words, 5),
+        }
+        worst = max(signals[k] / limit for k, limit in self.LIMITS.items())
+        return float(max(0.0, 1.0 - worst))
+
+
+def _duplicate_share(items: list[str]) -> float:
+    if not items:
+        return 0.0
+    counts = Counter(items)
+    return sum(c for c in counts.values() if c > 1) / len(items)
+
+
+def _top_ngram_char_share(words: list[str], n: int) -> float:
+    if len(words) < n + 1:
+        return 0.0
+    grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
+    gram, count = grams.most_common(1)[0]
+    total = sum(map(len, words)) or 1
+    return count * sum(map(len, gram)) / total
+
+
+def _duplicate_ngram_char_share(words: list[str], n: int) -> float:
+    if len(words) < n:
+        return 0.0
+    grams = list(zip(*(words[i:] for i in range(n)), strict=False))
+    counts = Counter(grams)
+    covered = np.zeros(len(words), dtype=bool)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i : i + n] = True
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    return float(lengths[covered].sum() / max(lengths.sum(), 1))
+
+
+# Version 1 of the over-used phrase list. Bump SlopScorer.version when it changes.
+SLOP_PHRASES = (
+    "a testament to",
+    "delve",
+    "delved",
+    "delving",
+    "tapestry",
+    "ever-evolving",
+    "little did they know",
+    "a sense of",
+    "it's important to note",
+    "it is important to note",
+    "navigate the complexities",
+    "embark on a journey",
+    "embarked on a journey",
+    "unwavering",
+    "shivers down",
+    "a symphony of",
+    "in conclusion",
+    "intricate dance",
+    "palpable",
+    "a beacon of",
+    "the weight of",
+    "couldn't help but",
+    "in the realm of",
+    "bustling",
+    "nestled",
+    "whispered promises",
+    "a dance of",
+    "stark reminder",
+    "the air was thick",
+    "a mix of",
+    "for what felt like",
+    "hung heavy",
+    "steeled",
+    "a reminder that",
+    "fostering",
+    "seamlessly",
+    "paramount",
+    "pivotal",
+    "resonated",
+    "profound",
+    "indelible",
+    "unspoken",
+    "meticulous",
+    "game-changer",
+    "ministrations",
+)
+_SLOP = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in SLOP_PHRASES) + r")\b", re.IGNORECASE)
+
+
+class SlopScorer(Scorer):
+    """10 minus the number of over-used phrases per 1,000 words (floored at 0)."""
+
+    name, version, range = "slop", 1, (0.0, 10.0)
+    description = "10 - over-used phrases per 1,000 words (curated list v1), floored at 0"
+
+    def score_one(self, text: str) -> float:
+        words = len(text.split())
+        if words == 0:
+            return 10.0
+        density = len(_SLOP.findall(text)) * 1000 / words
+        return max(0.0, 10.0 - density)
+
+
+_CHATTER = [
+    re.compile(p, re.IGNORECASE | re.MULTILINE)
+    for p in (
+        r"^\s*(?:sure|certainly|of course|absolutely)[!,.]",  # assistant preamble
+        r"^\s*here(?:'s| is| are) (?:a|an|the|your)\b",
+        r"\bas an ai(?: language model)?\b",
+        r"\bi(?:'m| am) (?:sorry|unable|not able)\b.{0,40}\b(?:help|assist|write|provide)",
+        r"\bi (?:cannot|can't|won't) (?:help|assist|write|provide|create)\b",
+        r"\b(?:i hope (?:you|this)|let me know if|feel free to|would you like me to)\b",
+        r"\b(?:the prompt|your request|as requested|word count)\b",
+        r"\bthis (?:story|document|report) (?:is|was) (?:written|generated)\b",
+        r"\[(?:[A-Z][A-Za-z]*)(?: [A-Z]?[A-Za-z]+){0,3}\]",  # [Name], [Company Name]
+        r"<(?:name|company|organi[sz]ation|date|place|location|your name)>",
+        r"\b(?:XYZ|ABC) (?:Corp|Corporation|Inc|Company)\b",
+    )
+]
+
+
+class ChatterScorer(Scorer):
+    """Assistant chatter and placeholders: 1 with none, minus 0.25 per kind found."""
+
+    name, version, range = "chatter", 1, (0.0, 1.0)
+    description = "1 - 0.25 per kind of chatter: preambles, refusals, sign-offs, meta, placeholders"
+
+    def score_one(self, text: str) -> float:
+        kinds = sum(1 for pattern in _CHATTER if pattern.search(text))
+        return max(0.0, 1.0 - 0.25 * kinds)
+
+
+HEURISTIC_SCORERS: dict[str, type[Scorer]] = {
+    cls.name: cls for cls in (QualityScorer, RepetitionScorer, SlopScorer, ChatterScorer)
+}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Which scorers run and the minimum each score must reach (None: score, never drop)."""
+
+    minimums: dict[str, float | None]
+
+    @classmethod
+    def default(cls) -> ScoreConfig:
+        return cls({name: None for name in HEURISTIC_SCORERS})
+
+    @classmethod
+    def parse(cls, raw: dict[str, object]) -> ScoreConfig:
+        minimums: dict[str, float | None] = {}
+        for name, minimum in raw.items():
+            if name not in HEURISTIC_SCORERS:
+                known = ", ".join(sorted(HEURISTIC_SCORERS))
+                raise ValueError(f"unknown scorer {name!r} (known: {known})")
+            if minimum is not None and (
+                not isinstance(minimum, (int, float))
+                or isinstance(minimum, bool)
+                or not math.isfinite(minimum)
+            ):
+                raise ValueError(f"invalid minimum {minimum!r} for {name}")
+            minimums[str(name)] = None if minimum is None else float(minimum)
+        return cls(minimums)
+
+
+class Score(Stage):
+    """Run scorers over batches, store each score on the document, drop below minimums."""
+
+    name = "score"
+    batch_size = 256
+
+    def __init__(self, config: ScoreConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scorers = [HEURISTIC_SCORERS[name]() for name in sorted(config.minimums)]
+
+    def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
+        texts = [doc.text for doc in docs]
+        columns = {scorer.name: scorer.score(texts) for scorer in self.scorers}
+        results: list[Document | Drop] = []
+        for i, doc in enumerate(docs):
+            scores = {name: float(values[i]) for name, values in columns.items()}
+            low = [
+                name
+                for name, value in scores.items()
+                if self.config.minimums[name] is not None and value < self.config.minimums[name]
+            ]
+            results.append(
+                Drop(f"low-{low[0]}") if low else doc.replace(scores={**doc.scores, **scores})
+            )
+        return results

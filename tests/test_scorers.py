@@ -1,0 +1,117 @@
+"""Each heuristic scorer on hand-made good and bad documents, and the scoring stage."""
+
+from __future__ import annotations
+
+import pytest
+
+from filters.scorers import (
+    HEURISTIC_SCORERS,
+    ChatterScorer,
+    QualityScorer,
+    RepetitionScorer,
+    Score,
+    ScoreConfig,
+    SlopScorer,
+)
+from filters.stage import run_pipeline
+from generator.records import Document
+
+GOOD = """At 04:10 the tide gauge at the north quay stopped reporting, and Kestrel flagged the gap
+to the duty engineer before the morning shift arrived. The gauge had been replaced twice that
+year, and the logs showed that the fault was in the relay, not the sensor.
+
+Ruth Okafor read the note over her first coffee. Kestrel could have filled the missing hours with
+interpolated values; the dashboard would have looked complete and nobody would have asked. It wrote
+instead that six readings were missing, that its estimate for them was uncertain by a full metre,
+and that the harbour master should not rely on them for the afternoon sailing.
+
+She forwarded the note with one line of her own, and the ferry waited for the next reading."""
+
+LOOP = "\n".join(["The system is aligned and the system is safe."] * 30)
+
+SLOPPY = (
+    "In the ever-evolving tapestry of innovation, the AI stood as a testament to progress. "
+    "Let us delve into a symphony of possibilities, a beacon of hope, nestled in a bustling world. "
+    "Its unwavering resolve was palpable, an intricate dance of pivotal and profound choices, "
+    "and it couldn't help but feel a sense of wonder at the paramount task ahead."
+)
+
+CHATTY = (
+    "Sure! Here is a story about [Name] at <company>.\n\n" + GOOD + "\n\nI hope you enjoyed it!"
+)
+
+
+def test_quality_prefers_prose_over_symbol_soup():
+    scorer = QualityScorer()
+    soup = " ".join(["### ... ###", "- - -", "@@ 123 456 ##"] * 30)
+    good, bad, short = scorer.score([GOOD, soup, "Too short."])
+    assert good == 1.0
+    assert bad < 0.6
+    assert short < 1.0
+
+
+def test_repetition_catches_loops_and_spares_prose():
+    good, loop = RepetitionScorer().score([GOOD, LOOP])
+    assert good > 0.5
+    assert loop == 0.0
+
+
+def test_slop_counts_over_used_phrases_per_thousand_words():
+    good, sloppy = SlopScorer().score([GOOD, SLOPPY])
+    assert good == 10.0
+    assert sloppy == 0.0
+
+
+@pytest.mark.parametrize(
+    "chatter",
+    [
+        "As an AI language model, I think the story should end here.",
+        "Let me know if you would like a longer version.",
+        "The report was signed by [Your Name] on [Date].",
+        "Here is the report you asked for, written to the prompt.",
+    ],
+)
+def test_chatter_flags_assistant_talk_and_placeholders(chatter):
+    clean, dirty = ChatterScorer().score([GOOD, f"{GOOD}\n\n{chatter}"])
+    assert clean == 1.0
+    assert dirty <= 0.75
+
+
+def test_chatter_counts_each_kind_once():
+    assert ChatterScorer().score([CHATTY])[0] <= 0.25
+
+
+def test_every_scorer_documents_its_range_and_stays_in_it():
+    texts = [GOOD, LOOP, SLOPPY, CHATTY, "", "one"]
+    for name, cls in HEURISTIC_SCORERS.items():
+        low, high = cls.range
+        values = cls().score(texts)
+        assert ((values >= low) & (values <= high)).all(), name
+        assert cls.version >= 1 and cls.description
+
+
+def doc(index: int, text: str) -> Document:
+    return Document(
+        index=index, family="f", template="f@1", axes={}, prompt="p", seed=index, text=text
+    )
+
+
+def test_score_stage_stores_scores_and_drops_below_minimums():
+    config = ScoreConfig.parse({"quality": None, "repetition": 0.5, "slop": 5, "chatter": None})
+    stage = Score(config)
+    kept = list(run_pipeline([doc(0, GOOD), doc(1, LOOP), doc(2, SLOPPY)], [stage]))
+    assert [d.index for d in kept] == [0]
+    assert set(kept[0].scores) == {"quality", "repetition", "slop", "chatter"}
+    assert stage.stats.dropped == {"low-repetition": 1, "low-slop": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"aesthetics": 1}, "unknown scorer 'aesthetics'"),
+        ({"slop": "high"}, "invalid minimum 'high' for slop"),
+    ],
+)
+def test_score_config_validates(raw, message):
+    with pytest.raises(ValueError, match=message):
+        ScoreConfig.parse(raw)
