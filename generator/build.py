@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from filters.clean import Clean
+from filters.decontam import DecontamConfig, Decontaminate
 from filters.dedup import ExactDedup, NearDedup
+from filters.diversity import Diversity
 from filters.scorers import Score
 from filters.stage import Drop, Stage, run_pipeline
 from generator import __version__
@@ -95,6 +97,7 @@ class Build:
     out: Path
     limit: int | None = None
     chunk_size: int | None = None
+    decontaminate: DecontamConfig | None = None
     progress: Progress = field(default_factory=Progress)
 
     def __post_init__(self) -> None:
@@ -125,12 +128,16 @@ class Build:
     def resolved_config(self) -> dict[str, Any]:
         config = self.mix.to_dict()
         config["documents"] = self.documents
+        if self.decontaminate is not None:
+            config["decontaminate"] = self.decontaminate.describe()
         return config
 
     # -- running --------------------------------------------------------------------
 
     def run(self) -> BuildResult:
-        key = self.generation_key()  # renders templates, hashes the model: fails before any write
+        # Everything that can be wrong with the input fails here, before any write.
+        self._decontaminate = Decontaminate(self.decontaminate) if self.decontaminate else None
+        key = self.generation_key()  # renders templates, hashes the model
         config_hash = self.config_hash(key)
         self.out.mkdir(parents=True, exist_ok=True)
         with self._locked():
@@ -273,10 +280,11 @@ class Build:
             ExactDedup(),
             *([near] if near else []),
             Score(self.mix.scores),
+            *([self._decontaminate] if self._decontaminate else []),
             counter,
         ]
-        tally = Tally()
-        kept = tally.run(run_pipeline(self._raw_documents(), stages))
+        tally, diversity = Tally(), Diversity()
+        kept = diversity.run(tally.run(run_pipeline(self._raw_documents(), stages)))
         shards = write_shards(kept, self.out, self.mix.shards)
         self._remove_stale_shards({s.path for s in shards})
         dropped = Counter[str]()
@@ -311,6 +319,7 @@ class Build:
                 else f"engine usage before cleaning for {counter.uncounted} rows",
             },
             "shards": [s.__dict__ for s in shards],
+            "diversity": diversity.report(),
         }
         if near is not None:
             write_json_atomic(self.out / NEAR_DUPLICATES, near.duplicate_of)

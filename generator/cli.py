@@ -192,6 +192,19 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @dedup_options
 @engine_options
 @click.option(
+    "--decontaminate",
+    "decontaminate",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Eval items (JSONL, CSV or Parquet): drop rows sharing a word n-gram with any of them.",
+)
+@click.option(
+    "--decontaminate-ngram",
+    type=click.IntRange(min=1),
+    default=13,
+    show_default=True,
+    help="Words per n-gram for --decontaminate.",
+)
+@click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
     help="Documents generated between checkpoints  [default: the engine's]",
@@ -207,6 +220,8 @@ def build(
     max_tokens: int | None,
     dedup: dict[str, Any],
     engine_config: EngineConfig,
+    decontaminate: Path | None,
+    decontaminate_ngram: int,
     chunk_size: int | None,
     quiet: bool,
 ) -> None:
@@ -222,6 +237,7 @@ def build(
       gen build --mix alignment-stories --engine openai --base-url http://gpu1:8000/v1 \\
           --model served-model-name --concurrency 64
     """
+    from filters.decontam import DecontamConfig
     from generator.build import Build
     from generator.mix import load_mix
     from generator.prompts import TemplateLibrary
@@ -236,6 +252,7 @@ def build(
         out=out or DEFAULT_OUT / mix.name,
         limit=limit,
         chunk_size=chunk_size,
+        decontaminate=DecontamConfig(decontaminate, decontaminate_ngram) if decontaminate else None,
         progress=_progress_bar(quiet),
     )
     try:

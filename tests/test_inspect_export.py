@@ -15,11 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from filters.scorers import HEURISTIC_SCORERS
 from generator.cli import main
 from shards import export as export_module
 from shards.format import SCHEMA
 from tests.doubles.hub import RecordingHfApi
 
+COLUMNS = [*SCHEMA.names, *(f"score_{name}" for name in sorted(HEURISTIC_SCORERS))]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -247,9 +249,9 @@ def test_export_local_dir_is_a_hub_ready_repository(build, manifest, tmp_path, r
     parquet_files = sorted((repo / "data").glob("*.parquet"))
     assert len(parquet_files) == len(manifest["shards"])
 
-    loaded = datasets.load_dataset(str(repo), split="train")
+    loaded = datasets.load_dataset(str(repo), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert loaded.num_rows == kept
-    assert loaded.column_names == SCHEMA.names
+    assert loaded.column_names == COLUMNS
     assert sum(pq.read_table(p).num_rows for p in parquet_files) == kept
     assert pq.ParquetFile(parquet_files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
     by_family = dict(
@@ -294,7 +296,7 @@ def test_export_jsonl_and_refusing_a_non_empty_folder(build, manifest, tmp_path,
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for p in sorted((out / "data").glob("*.jsonl")) for line in p.open()]
     assert len(lines) == manifest["counts"]["kept"]
-    assert set(lines[0]) == set(SCHEMA.names)
+    assert set(lines[0]) == set(COLUMNS)
 
     before = folder_digest(out)
     again = runner.invoke(
