@@ -21,7 +21,7 @@ from filters.stage import Drop, Stage
 from generator.errors import ShardError
 from generator.records import Document, content_id
 from shards.format import foreign_files, read_foreign
-from shards.writer import staged_folder
+from shards.writer import RollingShards, staged_folder
 
 _WS = re.compile(r"\s+")
 
@@ -118,7 +118,7 @@ def dedup_files(
     rows_in = rows_kept = 0
     schema: pa.Schema | None = None
     with staged_folder(out) as staging:
-        shards = _RollingShards(staging, max_rows)
+        shards = RollingShards(staging, max_rows)
         for path in files:
             for batch in read_foreign(path):
                 batch = _with_ids(batch)
@@ -157,37 +157,3 @@ def _with_ids(batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch
     ids = pa.array([content_id(t or "") for t in batch.column("text").to_pylist()])
     return pa.RecordBatch.from_arrays([ids, *batch.columns], names=["id", *batch.schema.names])
-
-
-class _RollingShards:
-    """Arrow stream shards of at most `max_rows` rows, for whatever schema comes in."""
-
-    def __init__(self, folder: Path, max_rows: int) -> None:
-        self.folder, self.max_rows = folder, max_rows
-        self.names: list[str] = []
-        self._writer: Any = None
-        self._sink: Any = None
-        self._rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        while batch.num_rows:
-            if self._writer is None or self._rows >= self.max_rows:
-                self._open(batch.schema)
-            room = self.max_rows - self._rows
-            self._writer.write_batch(batch.slice(0, room))
-            self._rows += min(room, batch.num_rows)
-            batch = batch.slice(room)
-
-    def _open(self, schema: pa.Schema) -> None:
-        self.close()
-        name = f"shard-{len(self.names):05d}.arrow"
-        self.names.append(name)
-        self._sink = pa.OSFile(str(self.folder / name), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, schema)
-        self._rows = 0
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
-            self._writer = None

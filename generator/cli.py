@@ -371,8 +371,9 @@ def templates_render(
 
 # Commands that read builds back live in their own module; registered here so
 # `gen` is one group.
-from generator.cli_shards import dedup, export, inspect  # noqa: E402
+from generator.cli_shards import dedup, export, inspect, score  # noqa: E402
 
 main.add_command(inspect)
 main.add_command(export)
 main.add_command(dedup)
+main.add_command(score)

@@ -246,3 +246,35 @@ def dedup(paths: tuple[Path, ...], out: Path, threshold: float, ngram: int, num_
         f"{out}: kept {report['rows_kept']:,} of {report['rows_in']:,} rows "
         f"({report['near_duplicates']:,} near-duplicates in {len(report['clusters']):,} clusters)"
     )
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="A new folder for the scored rows and score-report.json.",
+)
+@click.option(
+    "--scorers",
+    default="quality,repetition,slop,chatter",
+    show_default=True,
+    help="Comma-separated scorer names.",
+)
+@user_errors
+def score(paths: tuple[Path, ...], out: Path, scorers: str) -> None:
+    """Add score_<name> columns to Arrow or Parquet files (or folders) with a `text` column.
+
+    \b
+    Example:
+      gen score corpus/*.parquet --out corpus-scored --scorers quality,slop
+    """
+    from filters.scorers import score_files
+
+    names = [n.strip() for n in scorers.split(",") if n.strip()]
+    report = score_files(list(paths), out, names)
+    summary = ", ".join(
+        f"{n} mean {s['mean']:.3g}" for n, s in report["scorers"].items() if s["mean"] is not None
+    )
+    click.echo(f"{out}: scored {report['rows']:,} rows ({summary or 'no rows'})")

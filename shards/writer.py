@@ -155,3 +155,37 @@ def _bounded_groups(docs: Iterable[Document], config: ShardConfig) -> Iterator[I
             return
         pending.append(first)
         yield group()
+
+
+class RollingShards:
+    """Arrow stream shards of at most `max_rows` rows, for whatever schema comes in."""
+
+    def __init__(self, folder: Path, max_rows: int) -> None:
+        self.folder, self.max_rows = folder, max_rows
+        self.names: list[str] = []
+        self._writer: Any = None
+        self._sink: Any = None
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            if self._writer is None or self._rows >= self.max_rows:
+                self._open(batch.schema)
+            room = self.max_rows - self._rows
+            self._writer.write_batch(batch.slice(0, room))
+            self._rows += min(room, batch.num_rows)
+            batch = batch.slice(room)
+
+    def _open(self, schema: pa.Schema) -> None:
+        self.close()
+        name = f"shard-{len(self.names):05d}.arrow"
+        self.names.append(name)
+        self._sink = pa.OSFile(str(self.folder / name), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+        self._rows = 0
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None

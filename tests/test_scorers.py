@@ -14,6 +14,7 @@ from filters.scorers import (
     SlopScorer,
 )
 from filters.stage import run_pipeline
+from generator.cli import main
 from generator.records import Document
 
 GOOD = """At 04:10 the tide gauge at the north quay stopped reporting, and Kestrel flagged the gap
@@ -115,3 +116,43 @@ def test_score_stage_stores_scores_and_drops_below_minimums():
 def test_score_config_validates(raw, message):
     with pytest.raises(ValueError, match=message):
         ScoreConfig.parse(raw)
+
+
+def test_gen_score_adds_columns_to_foreign_parquet(tmp_path, runner):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "corpus.parquet"
+    pq.write_table(
+        pa.table({"text": [GOOD, LOOP], "score_slop": [0.0, 0.0], "lang": ["en", "en"]}), source
+    )
+    out = tmp_path / "scored"
+    result = runner.invoke(
+        main, ["score", str(source), "--out", str(out), "--scorers", "repetition,slop"]
+    )
+    assert result.exit_code == 0, result.output
+    table = pa.ipc.open_stream(str(out / "shard-00000.arrow")).read_all()
+    assert table.column_names == ["text", "lang", "score_repetition", "score_slop"]
+    assert table.column("score_slop").to_pylist() == [10.0, 10.0]  # replaced, not kept
+    good, loop = table.column("score_repetition").to_pylist()
+    assert good > 0.5 and loop == 0.0
+    report = json.loads((out / "score-report.json").read_text())
+    assert report["rows"] == 2 and report["scorers"]["repetition"]["version"] == 1
+
+
+def test_gen_score_unknown_scorer_is_one_line(tmp_path, runner):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"text": [GOOD]}), source)
+    result = runner.invoke(
+        main, ["score", str(source), "--out", str(tmp_path / "o"), "--scorers", "beauty"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(
+        "Error: --scorers: unknown scorer 'beauty' (known: chatter,"
+    )
+    assert not (tmp_path / "o").exists()
