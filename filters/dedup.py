@@ -115,6 +115,7 @@ def dedup_files(
     files = foreign_files(paths)
     hasher, index = config.hasher(), config.index()
     clusters: dict[str, list[str]] = {}
+    root_of: dict[str, str] = {}
     rows_in = rows_kept = 0
     schema: pa.Schema | None = None
     with staged_folder(out) as staging:
@@ -132,8 +133,10 @@ def dedup_files(
                 for row_id, signature in zip(ids, hasher.signatures(texts), strict=True):
                     original = index.add(str(row_id), signature)
                     keep.append(original is None)
-                    if original is not None:
-                        clusters.setdefault(original, []).append(str(row_id))
+                    if original is not None:  # file it under the cluster's kept row
+                        root = root_of.get(original, original)
+                        root_of[str(row_id)] = root
+                        clusters.setdefault(root, []).append(str(row_id))
                 kept = batch.filter(pa.array(keep))
                 rows_in += batch.num_rows
                 rows_kept += kept.num_rows
