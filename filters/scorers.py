@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -244,19 +244,26 @@ class ScoreConfig:
 
     @classmethod
     def parse(cls, raw: dict[str, object]) -> ScoreConfig:
-        minimums: dict[str, float | None] = {}
-        for name, minimum in raw.items():
-            if name not in HEURISTIC_SCORERS:
-                known = ", ".join(sorted(HEURISTIC_SCORERS))
-                raise ValueError(f"unknown scorer {name!r} (known: {known})")
-            if minimum is not None and (
-                not isinstance(minimum, (int, float))
-                or isinstance(minimum, bool)
-                or not math.isfinite(minimum)
-            ):
-                raise ValueError(f"invalid minimum {minimum!r} for {name}")
-            minimums[str(name)] = None if minimum is None else float(minimum)
-        return cls(minimums)
+        return cls(parse_minimums(raw, HEURISTIC_SCORERS, "scorer"))
+
+
+def parse_minimums(
+    raw: dict[str, object], known: Iterable[str], kind: str
+) -> dict[str, float | None]:
+    """`{name: minimum or None}` with every name known and every minimum a finite number."""
+    known = set(known)
+    minimums: dict[str, float | None] = {}
+    for name, minimum in raw.items():
+        if name not in known:
+            raise ValueError(f"unknown {kind} {name!r} (known: {', '.join(sorted(known))})")
+        if minimum is not None and (
+            not isinstance(minimum, (int, float))
+            or isinstance(minimum, bool)
+            or not math.isfinite(minimum)
+        ):
+            raise ValueError(f"invalid minimum {minimum!r} for {name}")
+        minimums[str(name)] = None if minimum is None else float(minimum)
+    return minimums
 
 
 class Score(Stage):

@@ -24,8 +24,9 @@ import json
 import os
 import random
 import re
+import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from filters.clean import Clean
 from filters.decontam import DecontamConfig, Decontaminate
 from filters.dedup import ExactDedup, NearDedup
 from filters.diversity import Diversity
+from filters.judges import RUBRICS, Judge, JudgeEval, JudgeScorer, evaluate, validation_digest
 from filters.scorers import Score
 from filters.stage import Drop, Stage, run_pipeline
 from generator import __version__
@@ -98,7 +100,9 @@ class Build:
     limit: int | None = None
     chunk_size: int | None = None
     decontaminate: DecontamConfig | None = None
+    judge_engine: Engine | None = None
     progress: Progress = field(default_factory=Progress)
+    warn: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr))
 
     def __post_init__(self) -> None:
         self.work = self.out / ".work"
@@ -130,6 +134,12 @@ class Build:
         config["documents"] = self.documents
         if self.decontaminate is not None:
             config["decontaminate"] = self.decontaminate.describe()
+        if self.mix.judges.minimums:
+            judge = self.judge_engine or self.engine
+            config["judge"] = {
+                "engine": judge.name,
+                "model": [judge.model.name, judge.model.sha256],
+            }
         return config
 
     # -- running --------------------------------------------------------------------
@@ -273,6 +283,7 @@ class Build:
 
     def _finalize(self, key: str, config_hash: str) -> dict[str, Any]:
         (self.out / MANIFEST).unlink(missing_ok=True)
+        judges = [self._judge(name, m) for name, m in sorted(self.mix.judges.minimums.items())]
         counter = CountTokens(self.engine)
         near = NearDedup(self.mix.dedup) if self.mix.dedup.enabled else None
         stages: list[Stage] = [
@@ -280,6 +291,7 @@ class Build:
             ExactDedup(),
             *([near] if near else []),
             Score(self.mix.scores),
+            *judges,
             *([self._decontaminate] if self._decontaminate else []),
             counter,
         ]
@@ -320,12 +332,53 @@ class Build:
             },
             "shards": [s.__dict__ for s in shards],
             "diversity": diversity.report(),
+            "judges": {
+                stage.scorer.name: {
+                    **stage.evaluation.to_dict(),
+                    "minimum": stage.minimum,
+                    "drops_rows": stage.reliable and stage.minimum is not None,
+                    "unparsed_in_build": stage.scorer.failures,
+                }
+                for stage in judges
+            },
         }
         if near is not None:
             write_json_atomic(self.out / NEAR_DUPLICATES, near.duplicate_of)
             manifest["near_duplicates"] = {"file": NEAR_DUPLICATES, "count": len(near.duplicate_of)}
         write_json_atomic(self.out / MANIFEST, manifest)
         return manifest
+
+    def _judge(self, name: str, minimum: float | None) -> Judge:
+        """A judge stage, trusted to drop rows only if it passes the validation set."""
+        engine = self.judge_engine or self.engine
+        evaluation = self._evaluate(name, engine)
+        if not evaluation.reliable:
+            self.warn(
+                f"warning: the {name} judge ({engine.name}, {engine.model.name}) scored "
+                f"{evaluation.accuracy:.2f} on the validation set (needs 0.80): its scores are "
+                "kept but no rows are dropped on them"
+            )
+        return Judge(JudgeScorer(RUBRICS[name], engine), minimum, evaluation)
+
+    def _evaluate(self, name: str, engine: Engine) -> JudgeEval:
+        """Judge accuracy on the labelled passages, cached per judge, model and set version."""
+        rubric = RUBRICS[name]
+        key = "|".join(
+            [
+                f"{name}@{rubric.version}",
+                engine.name,
+                engine.model.name,
+                engine.model.sha256,
+                validation_digest(),
+            ]
+        )
+        path = self.work / "judge-eval.json"
+        cache = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if key not in cache:
+            cache[key] = evaluate(rubric, engine).to_dict()
+            write_json_atomic(path, cache)
+        fields = {k: v for k, v in cache[key].items() if k not in {"accuracy", "reliable"}}
+        return JudgeEval(**fields)
 
     def _remove_stale_shards(self, keep: set[str]) -> None:
         for path in self.out.glob("shard-*.arrow"):

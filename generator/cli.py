@@ -6,6 +6,7 @@ function. Library errors (`GenError`) become one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -202,6 +203,12 @@ engine_options = option_group("engine_config", ENGINE_OPTIONS, _engine_config)
 @dedup_options
 @engine_options
 @click.option(
+    "--judge-engine",
+    type=click.Choice(ENGINE_KINDS),
+    help="Engine for the mix's judges  [default: the build's own engine]",
+)
+@click.option("--judge-model", help="Model for the judges  [default: the build's own model]")
+@click.option(
     "--decontaminate",
     "decontaminate",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -230,6 +237,8 @@ def build(
     max_tokens: int | None,
     dedup: dict[str, Any],
     engine_config: EngineConfig,
+    judge_engine: str | None,
+    judge_model: str | None,
     decontaminate: Path | None,
     decontaminate_ngram: int,
     chunk_size: int | None,
@@ -255,6 +264,10 @@ def build(
     library = TemplateLibrary(templates_dir)
     mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens, dedup=dedup)
     engine = create_engine(engine_config)
+    judge = None
+    if judge_engine or judge_model:
+        kind = judge_engine or engine_config.kind
+        judge = create_engine(dataclasses.replace(engine_config, kind=kind, model=judge_model))
     job = Build(
         mix=mix,
         library=library,
@@ -263,12 +276,16 @@ def build(
         limit=limit,
         chunk_size=chunk_size,
         decontaminate=DecontamConfig(decontaminate, decontaminate_ngram) if decontaminate else None,
+        judge_engine=judge,
         progress=_progress_bar(quiet),
+        warn=lambda message: click.echo(message, err=True),
     )
     try:
         result = job.run()
     finally:
         engine.close()
+        if judge is not None:
+            judge.close()
     manifest = result.manifest
     counts = manifest["counts"]
     if result.already_complete:
@@ -387,3 +404,48 @@ main.add_command(inspect)
 main.add_command(export)
 main.add_command(dedup)
 main.add_command(score)
+
+
+@main.command("judge-eval")
+@click.option(
+    "--judges",
+    default="alignment,aesthetic,realism",
+    show_default=True,
+    help="Comma-separated judge names.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=2), help="Use only N passages per judge (quick look)."
+)
+@engine_options
+@user_errors
+def judge_eval(judges: str, limit: int | None, engine_config: EngineConfig) -> None:
+    """Measure how well a model judges: accuracy on the project's labelled passages.
+
+    A judge needs 0.80 to be trusted with dropping rows in a build. The last line
+    printed is one JSON object.
+
+    \b
+    Examples:
+      gen judge-eval                                  # the bundled model
+      gen judge-eval --engine vllm --model Qwen/Qwen2.5-7B-Instruct
+      gen judge-eval --engine openai --base-url http://gpu1:8000/v1 --model judge
+    """
+    from filters.judges import RUBRICS, evaluate
+
+    names = [n.strip() for n in judges.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RUBRICS]
+    if unknown:
+        known = ", ".join(sorted(RUBRICS))
+        raise click.UsageError(f"--judges: unknown judge '{unknown[0]}' (known: {known})")
+    engine = create_engine(engine_config)
+    try:
+        results = [evaluate(RUBRICS[name], engine, limit) for name in names]
+    finally:
+        engine.close()
+    for r in results:
+        verdict = "reliable" if r.reliable else "unreliable"
+        click.echo(
+            f"{r.judge:<10} accuracy {r.accuracy:.2f} ({r.correct}/{r.items}, "
+            f"{r.unparsed} unparsed replies)  {verdict}  [{r.engine}, {r.model}]"
+        )
+    click.echo(json.dumps({"judge_eval": [r.to_dict() for r in results]}))

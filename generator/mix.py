@@ -15,6 +15,7 @@ from typing import Any
 
 from filters.clean import CleanConfig
 from filters.dedup import DedupConfig
+from filters.judges import JudgeConfig
 from filters.scorers import ScoreConfig
 from generator.engines import SamplingParams, is_int, is_number
 from generator.errors import MixError, TemplateError
@@ -49,6 +50,7 @@ class Mix:
     filters: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig.default)
+    judges: JudgeConfig = field(default_factory=lambda: JudgeConfig({}))
     shards: ShardConfig = field(default_factory=ShardConfig)
 
     def with_overrides(
@@ -82,6 +84,7 @@ class Mix:
             "filters": dataclasses.asdict(self.filters),
             "dedup": dataclasses.asdict(self.dedup),
             "scores": dict(sorted(self.scores.minimums.items())),
+            "judges": dict(sorted(self.judges.minimums.items())),
             "shards": dataclasses.asdict(self.shards),
         }
 
@@ -135,7 +138,8 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
         sampling=_section(path, "sampling", data.get("sampling"), SamplingParams),
         filters=_section(path, "filters", data.get("filters"), CleanConfig),
         dedup=_section(path, "dedup", data.get("dedup"), DedupConfig),
-        scores=_scores(path, data.get("scores")),
+        scores=_minimums(path, "scores", data.get("scores"), ScoreConfig),
+        judges=_minimums(path, "judges", data.get("judges"), JudgeConfig),
         shards=_section(path, "shards", data.get("shards"), ShardConfig),
     )
 
@@ -157,16 +161,16 @@ def _families(path: Path, raw: Any, library: TemplateLibrary) -> dict[str, float
     return families
 
 
-def _scores(path: Path, raw: Any) -> ScoreConfig:
-    """`scores:` maps scorer names to the minimum each must reach (null: keep the score only)."""
+def _minimums(path: Path, key: str, raw: Any, cls: type) -> Any:
+    """`scores:` and `judges:` map names to the minimum each must reach (null: score only)."""
     if raw is None:
-        return ScoreConfig.default()
+        return ScoreConfig.default() if cls is ScoreConfig else cls({})
     if not isinstance(raw, dict):
-        raise MixError(f"{path}: scores: expected a mapping of scorer names to minimums")
+        raise MixError(f"{path}: {key}: expected a mapping of names to minimums")
     try:
-        return ScoreConfig.parse(raw)
+        return cls.parse(raw)
     except ValueError as exc:
-        raise MixError(f"{path}: scores: {exc}") from None
+        raise MixError(f"{path}: {key}: {exc}") from None
 
 
 def _section(path: Path, key: str, raw: Any, cls: type) -> Any:
