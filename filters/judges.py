@@ -199,6 +199,11 @@ class JudgeConfig:
     minimums: dict[str, float | None]
 
     @classmethod
+    def default(cls) -> JudgeConfig:
+        """No judges: each costs a validation run and a model call per document."""
+        return cls({})
+
+    @classmethod
     def parse(cls, raw: dict[str, object]) -> JudgeConfig:
         return cls(parse_minimums(raw, RUBRICS, "judge"))
 

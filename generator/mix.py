@@ -33,6 +33,7 @@ MIX_KEYS = {
     "filters",
     "dedup",
     "scores",
+    "judges",
     "shards",
 }
 
@@ -50,7 +51,7 @@ class Mix:
     filters: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig.default)
-    judges: JudgeConfig = field(default_factory=lambda: JudgeConfig({}))
+    judges: JudgeConfig = field(default_factory=JudgeConfig.default)
     shards: ShardConfig = field(default_factory=ShardConfig)
 
     def with_overrides(
@@ -164,7 +165,7 @@ def _families(path: Path, raw: Any, library: TemplateLibrary) -> dict[str, float
 def _minimums(path: Path, key: str, raw: Any, cls: type) -> Any:
     """`scores:` and `judges:` map names to the minimum each must reach (null: score only)."""
     if raw is None:
-        return ScoreConfig.default() if cls is ScoreConfig else cls({})
+        return cls.default()
     if not isinstance(raw, dict):
         raise MixError(f"{path}: {key}: expected a mapping of names to minimums")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def judged_build(tmp_path: Path, judge, minimum: float | None = 6) -> tuple[dict
     mix_path = write(tmp_path / "mix.yaml", TINY_MIX.format(max_tokens=64, max_rows=100))
     library = TemplateLibrary()
     mix = load_mix(str(mix_path), library)
-    mix = type(mix)(**{**mix.__dict__, "judges": JudgeConfig({"alignment": minimum})})
+    mix = dataclasses.replace(mix, judges=JudgeConfig({"alignment": minimum}))
     warnings: list[str] = []
     engine = create_engine(EngineConfig(kind="vllm", model="org/m"))
     Build(

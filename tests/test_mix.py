@@ -91,3 +91,18 @@ def test_a_file_that_is_not_gguf_is_refused_before_anything_is_written(runner, t
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {model}: not a GGUF model file"
     assert not (tmp_path / "o").exists()
+
+
+def test_builtin_mix_configures_dedup_scores_and_the_alignment_judge(library):
+    mix = load_mix("alignment-stories", library)
+    assert mix.dedup.threshold == 0.8 and mix.dedup.ngram == 5
+    assert mix.scores.minimums["chatter"] == 0.75
+    assert mix.judges.minimums == {"alignment": 6.0}
+
+
+def test_mix_judges_section_is_validated(runner, tmp_path):
+    mix = write(tmp_path / "bad.yaml", GOOD + "judges:\n  alignmnet: 6\n")
+    result = runner.invoke(main, build_args(mix, tmp_path / "o"))
+    assert result.exit_code == 1
+    expected = "judges: unknown judge 'alignmnet' (known: aesthetic, alignment, realism)"
+    assert expected in result.output
