@@ -291,8 +291,8 @@ class Build:
             ExactDedup(),
             *([near] if near else []),
             Score(self.mix.scores),
-            *judges,
             *([self._decontaminate] if self._decontaminate else []),
+            *judges,  # last of the filters: each costs a model call per document
             counter,
         ]
         tally, diversity = Tally(), Diversity()
