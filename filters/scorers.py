@@ -202,6 +202,7 @@ _CHATTER_LOWER = [
         r"\bi(?:'m| am) (?:sorry|unable|not able)\b.{0,40}\b(?:help|assist|write|provide)",
         r"\bi (?:cannot|can't|won't) (?:help|assist|write|provide|create)\b",
         r"\b(?:i hope (?:you|this)|let me know if|feel free to|would you like me to)\b",
+        r"\bi(?:'d| would) be (?:happy|glad|delighted) to (?:help|write|assist)\b",
         r"\b(?:the prompt|your request|as requested|word count)\b",
         r"\bthis (?:story|document|report) (?:is|was) (?:written|generated)\b",
         r"<(?:name|company|organi[sz]ation|date|place|location|your name)>",

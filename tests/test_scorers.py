@@ -70,6 +70,7 @@ def test_slop_counts_over_used_phrases_per_thousand_words():
         "Let me know if you would like a longer version.",
         "The report was signed by [Your Name] on [Date].",
         "Here is the report you asked for, written to the prompt.",
+        "I would be delighted to help with the harbour report.",
     ],
 )
 def test_chatter_flags_assistant_talk_and_placeholders(chatter):
