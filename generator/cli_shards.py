@@ -90,6 +90,8 @@ def _render_summary(summary: dict[str, Any], paths: tuple[Path, ...]) -> str:
                 f"{name:<18} min {hist.minimum:<9.4g} mean {hist.mean:<9.4g} "
                 f"max {hist.maximum:<9.4g} {_sparkline(hist.counts)}"
             )
+    for name, nulls in summary["null_scores"].items():
+        lines.append(f"{name:<18} {nulls:,} null (judge replies that could not be parsed)")
     diversity = summary["diversity"]
     if diversity:
         lines += ["", "diversity:"]

@@ -132,6 +132,9 @@ def summarize(view: BuildView) -> dict[str, Any]:
         "per_family": per_family,
         "dropped": manifest.get("counts", {}).get("dropped"),
         "distributions": {k: v for k, v in distributions.items() if v is not None},
+        "null_scores": {
+            c: table.column(c).null_count for c in view.score_columns if table.column(c).null_count
+        },
         "diversity": manifest.get("diversity"),
         "manifest": manifest or None,
     }

@@ -149,3 +149,15 @@ def test_judge_evaluations_are_cached_per_model(tmp_path, vllm_double):
     judged_build(tmp_path, judge)
     validation_items = len(validation_set()["alignment"])
     assert len(judge.prompts) - asked < validation_items  # only the documents, not the set again
+
+
+def test_unparsed_judge_replies_are_null_scores_that_inspect_reports(tmp_path, vllm_double, runner):
+    judge = OracleJudgeEngine("I liked it.")
+    judge.labels = {}
+    manifest, _ = judged_build(tmp_path, judge)
+    kept = manifest["counts"]["kept"]
+    assert manifest["judges"]["alignment"]["unparsed_in_build"] == kept > 0
+    result = runner.invoke(main, ["inspect", str(tmp_path / "out")])
+    assert (
+        f"score_alignment    {kept} null (judge replies that could not be parsed)" in result.output
+    )
