@@ -52,19 +52,21 @@ def write_repository(view: BuildView, target: Path, fmt: str, card: CardOptions)
         raise ExportError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     with staged_folder(target) as staging:
         (staging / "data").mkdir()
-        files = _write_data(view, staging / "data", fmt)
-        mixing = _mixing_summary(view, files, staging)
+        files = _write_data(view, staging, fmt)
+        mixing = _mixing_summary(view, files)
         (staging / "mixing.json").write_text(json.dumps(mixing, indent=2) + "\n", encoding="utf-8")
         readme = dataset_card(view, fmt, card, mixing)
         (staging / "README.md").write_text(readme, encoding="utf-8")
-    return [target / f.relative_to(staging) for f in files]
+    return [target / f["path"] for f in files]
 
 
-def _write_data(view: BuildView, folder: Path, fmt: str) -> list[Path]:
+def _write_data(view: BuildView, root: Path, fmt: str) -> list[dict[str, Any]]:
+    """One data file per shard; returns each file's rows and tokens (per family), taken
+    from the table just written so the shard is read once."""
     total = len(view.shard_paths)
-    written = []
+    files = []
     for number, shard in enumerate(view.shard_paths):
-        path = folder / f"train-{number:05d}-of-{total:05d}.{fmt}"
+        path = root / "data" / f"train-{number:05d}-of-{total:05d}.{fmt}"
         table = pa.Table.from_batches(list(read_batches(shard)))
         with atomic_path(path) as tmp:
             if fmt == "parquet":
@@ -73,33 +75,23 @@ def _write_data(view: BuildView, folder: Path, fmt: str) -> list[Path]:
                 with tmp.open("w", encoding="utf-8") as handle:
                     for row in table.to_pylist():
                         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        written.append(path)
-    return written
-
-
-def _mixing_summary(view: BuildView, files: list[Path], root: Path) -> dict[str, Any]:
-    """What a user sets mixing weights from: tokens per file and per family."""
-    summary = summarize(view)
-    per_file = []
-    for shard, path in zip(view.shard_paths, files, strict=True):
-        table = pa.Table.from_batches(list(read_batches(shard)))
         grouped = table.group_by("family").aggregate([("n_tokens", "sum")])
-        per_file.append(
+        families = grouped.column("family").to_pylist()
+        tokens = grouped.column("n_tokens_sum").to_pylist()
+        files.append(
             {
                 "path": path.relative_to(root).as_posix(),
                 "rows": table.num_rows,
-                "tokens": sum(grouped.column("n_tokens_sum").to_pylist()),
-                "tokens_per_family": dict(
-                    sorted(
-                        zip(
-                            grouped.column("family").to_pylist(),
-                            grouped.column("n_tokens_sum").to_pylist(),
-                            strict=True,
-                        )
-                    )
-                ),
+                "tokens": sum(tokens),
+                "tokens_per_family": dict(sorted(zip(families, tokens, strict=True))),
             }
         )
+    return files
+
+
+def _mixing_summary(view: BuildView, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a user sets mixing weights from: tokens per file and per family."""
+    summary = summarize(view)
     total = summary["tokens"] or 1
     return {
         "rows": summary["rows"],
@@ -109,7 +101,7 @@ def _mixing_summary(view: BuildView, files: list[Path], root: Path) -> dict[str,
             name: {**figures, "token_share": round(figures["tokens"] / total, 6)}
             for name, figures in summary["per_family"].items()
         },
-        "files": per_file,
+        "files": files,
     }
 
 
