@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from filters.stage import Drop, Stage
+from generator.engines import is_int
 from generator.records import Document
 
 _OPENERS = r"(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly|happy to help)"
@@ -48,9 +49,7 @@ class CleanConfig:
     drop_truncated: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.min_words, int) or isinstance(self.min_words, bool):
-            raise ValueError(f"invalid value {self.min_words!r} for min_words")
-        if self.min_words < 0:
+        if not is_int(self.min_words) or self.min_words < 0:
             raise ValueError(f"invalid value {self.min_words!r} for min_words")
         if not isinstance(self.drop_truncated, bool):
             raise ValueError(f"invalid value {self.drop_truncated!r} for drop_truncated")

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from filters.minhash import MinHasher, NearDuplicateIndex
 from filters.stage import Drop, Stage
+from generator.engines import is_int, is_number
 from generator.errors import ShardError
 from generator.records import Document, content_id
 from shards.format import foreign_files, read_foreign
@@ -61,11 +62,11 @@ class DedupConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"invalid value {self.enabled!r} for enabled")
-        if not isinstance(self.threshold, (int, float)) or not 0 < self.threshold <= 1:
+        if not is_number(self.threshold) or not 0 < self.threshold <= 1:
             raise ValueError(f"invalid value {self.threshold!r} for threshold")
         for name in ("ngram", "num_perm"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"invalid value {value!r} for {name}")
 
     def hasher(self) -> MinHasher:

@@ -11,7 +11,6 @@ dropped with reason `low-<name>`.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.stage import Drop, Stage
+from generator.engines import is_number
 from generator.errors import ShardError
 from generator.records import Document
 from shards.format import foreign_files, read_foreign
@@ -257,11 +257,7 @@ def parse_minimums(
     for name, minimum in raw.items():
         if name not in known:
             raise ValueError(f"unknown {kind} {name!r} (known: {', '.join(sorted(known))})")
-        if minimum is not None and (
-            not isinstance(minimum, (int, float))
-            or isinstance(minimum, bool)
-            or not math.isfinite(minimum)
-        ):
+        if minimum is not None and not is_number(minimum):
             raise ValueError(f"invalid minimum {minimum!r} for {name}")
         minimums[str(name)] = None if minimum is None else float(minimum)
     return minimums

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from generator.engines import is_int
 from generator.errors import ShardError
 from generator.records import Document, file_sha256
 from shards.format import SCHEMA, schema_for, to_batch
@@ -37,7 +38,7 @@ class ShardConfig:
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_rows"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"invalid value {value!r} for {name}")
 
 
