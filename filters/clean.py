@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from filters.stage import Drop, Stage
-from generator.engines import is_int
+from generator.validators import is_int
 from generator.records import Document
 
 _OPENERS = r"(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly|happy to help)"

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from filters.minhash import MinHasher, NearDuplicateIndex
 from filters.stage import Drop, Stage
-from generator.engines import is_int, is_number
+from generator.validators import is_int, is_number
 from generator.errors import ShardError
 from generator.records import Document, content_id
 from shards.format import foreign_files, read_foreign

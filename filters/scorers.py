@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.stage import Drop, Stage
-from generator.engines import is_number
+from generator.validators import is_number
 from generator.errors import ShardError
 from generator.records import Document
 from shards.format import foreign_files, read_foreign

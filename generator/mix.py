@@ -17,7 +17,8 @@ from filters.clean import CleanConfig
 from filters.dedup import DedupConfig
 from filters.judges import JudgeConfig
 from filters.scorers import ScoreConfig
-from generator.engines import SamplingParams, is_int, is_number
+from generator.engines import SamplingParams
+from generator.validators import is_int, is_number
 from generator.errors import MixError, TemplateError
 from generator.prompts import TemplateLibrary, load_yaml
 from generator.records import file_sha256

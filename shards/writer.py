@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from generator.engines import is_int
+from generator.validators import is_int
 from generator.errors import ShardError
 from generator.records import Document, file_sha256
 from shards.format import SCHEMA, schema_for, to_batch

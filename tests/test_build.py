@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from generator.cli import main
 from generator.engines import bundled_model_path
-from generator.llamacpp import LlamaCppEngine
+from generator.engines.llamacpp import LlamaCppEngine
 from tests.conftest import LIMIT
 from tests.helpers import build_args
 

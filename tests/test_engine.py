@@ -6,7 +6,7 @@ import pytest
 
 from generator.cli import main
 from generator.engines import Request, SamplingParams, bundled_model_path
-from generator.llamacpp import LlamaCppEngine
+from generator.engines.llamacpp import LlamaCppEngine
 from tests.helpers import build_args
 
 PROMPT = "Write two sentences about a lighthouse keeper and the AI that logs the tides."

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from generator.cli import main
-from generator.llamacpp import LlamaCppEngine
+from generator.engines.llamacpp import LlamaCppEngine
 from shards.format import is_shard_schema
 from tests.helpers import build_args
 from tests.servers import MODEL_ALIAS, FaultProxy, LlamaServer

@@ -14,7 +14,7 @@ from generator.cli import main
 from generator.engines import EngineConfig, Request, SamplingParams, create_engine, resolve_kind
 from generator.mix import load_mix
 from generator.prompts import TemplateLibrary
-from generator.vllm_engine import VllmEngine, VllmOptions
+from generator.engines.vllm import VllmEngine, VllmOptions
 from shards.format import is_shard_schema
 from tests.helpers import build_args
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from generator.engines import Completion, ModelInfo, Request
+from generator.engines import Completion, EngineBase, EngineConfig, ModelInfo, Request
 from generator.errors import EngineError
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -52,9 +52,21 @@ class RequestFailed(Exception):
         self.retry_after = retry_after
 
 
-class OpenAIEngine:
+class OpenAIEngine(EngineBase):
     name = "openai"
     default_chunk_size = 64
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> OpenAIEngine:
+        if not config.base_url:
+            raise EngineError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
+        return cls(
+            base_url=config.base_url,
+            model=config.model or "",
+            api_key_env=config.api_key_env,
+            concurrency=config.concurrency,
+            retry=RetryPolicy(max_retries=config.max_retries),
+        )
 
     def __init__(
         self,

