@@ -122,4 +122,3 @@ def read_manifest(path: Path) -> Manifest:
 
 def manifest_exists(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
-

@@ -162,7 +162,6 @@ def _progress_bar(quiet: bool) -> Any:
     return Bar()
 
 
-
 @click.command("judge-eval")
 @click.option(
     "--judges",

@@ -166,5 +166,3 @@ def _engine_config(
 
 
 engine_options = option_group("engine_config", ENGINE_OPTIONS, _engine_config)
-
-

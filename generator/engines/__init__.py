@@ -223,7 +223,7 @@ class EngineBase:
     def close(self) -> None:
         """Release worker processes, GPU memory or connections."""
 
-    def __enter__(self):  # noqa: ANN204 - returns the concrete engine
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
