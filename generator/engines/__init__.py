@@ -88,6 +88,20 @@ class Request:
 
 
 @dataclass(frozen=True)
+class ChoiceRequest:
+    """A multiple-choice question whose answer is read, not sampled: an engine's
+    `option_logprobs` gives the log-probability of each option letter as the first
+    token of the reply, so a model's preference is measured exactly and the same
+    request always gives the same numbers. Each letter takes its best token form
+    ("A" or " A"); a letter the engine cannot see (outside a server's top
+    log-probabilities) gets -inf."""
+
+    system: str
+    prompt: str
+    options: tuple[str, ...] = ("A", "B")
+
+
+@dataclass(frozen=True)
 class Completion:
     """What came back: the text, its length in the model's tokens, and why it stopped
     (`stop` for a natural end, `length` when max_tokens cut it off). A request that

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.engines import (
+    ChoiceRequest,
     Completion,
     EngineBase,
     EngineConfig,
@@ -112,6 +113,13 @@ class LlamaCppEngine(EngineBase):
             self._pool.terminate()
             del self.__dict__["_pool"]
 
+    def option_logprobs(self, requests: Sequence[ChoiceRequest]) -> list[dict[str, float]]:
+        """Each option letter's log-probability as the reply's first token, from one
+        forward pass over the chat prompt (no sampling), in the same worker pool."""
+        if self.workers == 1:
+            return [self._local.option_logprobs(r) for r in requests]
+        return self._pool.map(_worker_option_logprobs, requests, chunksize=1)
+
 
 class _Model:
     """One loaded llama.cpp model."""
@@ -158,6 +166,50 @@ class _Model:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.llm.tokenize(t.encode("utf-8"), add_bos=False)) for t in texts]
 
+    def option_logprobs(self, request: ChoiceRequest) -> dict[str, float]:
+        """Evaluate the chat prompt (rendered with the GGUF's own chat template, as
+        vLLM and servers render it) and log-softmax the last position's logits. Only
+        the last position's logits are kept by llama.cpp without `logits_all`, which is
+        all this needs. A fresh KV cache each time, so results never depend on order."""
+        import llama_cpp
+        import numpy as np
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self.llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise EngineError("the model file has no chat template to ask a question with")
+        vocab = llm._model  # the special tokens' text, read as Llama itself reads it
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(llm.token_eos()),
+            bos_token=vocab.token_get_text(llm.token_bos()),
+        )
+        messages = [
+            {"role": "system", "content": request.system},
+            {"role": "user", "content": request.prompt},
+        ]
+        prompt = formatter(messages=messages).prompt
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= N_CTX:
+            raise EngineError(f"a question of {len(tokens)} tokens exceeds the context ({N_CTX})")
+        llm.reset()
+        llm.eval(tokens)
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)
+        ).astype(np.float64)
+        top = logits.max()
+        logprobs = logits - (top + np.log(np.exp(logits - top).sum()))
+        result = {}
+        for option in request.options:
+            ids = [
+                llm.tokenize(form.encode("utf-8"), add_bos=False, special=False)
+                for form in (option, f" {option}")
+            ]
+            single = [i[0] for i in ids if len(i) == 1]
+            result[option] = max((float(logprobs[i]) for i in single), default=float("-inf"))
+        return result
+
 
 _worker_model: _Model | EngineError | None = None
 
@@ -178,6 +230,13 @@ def _worker_generate(request: Request) -> Completion:
         raise _worker_model
     assert _worker_model is not None, "worker used before its initializer ran"
     return _worker_model.generate(request)
+
+
+def _worker_option_logprobs(request: ChoiceRequest) -> dict[str, float]:
+    if isinstance(_worker_model, EngineError):
+        raise _worker_model
+    assert _worker_model is not None, "worker used before its initializer ran"
+    return _worker_model.option_logprobs(request)
 
 
 def _die_with_parent() -> None:
