@@ -25,6 +25,7 @@ so `datasets.Dataset.from_file(path)` memory-maps them as they are and
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -54,20 +55,33 @@ SCHEMA = pa.schema(
 )
 
 
-def is_shard_schema(schema: pa.Schema) -> bool:
+DROP_REASON = pa.field("drop_reason", pa.string(), nullable=False)
+
+
+def is_shard_schema(schema: pa.Schema, dropped: bool = False) -> bool:
     """The declared columns, in order, optionally followed by `score_<name>` columns
-    (added by scorers, kept so users can re-threshold without regenerating)."""
+    (added by scorers, kept so users can re-threshold without regenerating).
+
+    A shard of dropped rows (`dropped=True`) also has one `drop_reason` string
+    column among the extra columns, so the reason travels with the row.
+    """
     base = pa.schema(list(schema)[: len(SCHEMA)])
     extra = list(schema)[len(SCHEMA) :]
+    if dropped:
+        reasons = [f for f in extra if f.name == DROP_REASON.name]
+        if len(reasons) != 1 or not reasons[0].equals(DROP_REASON):
+            return False
+        extra = [f for f in extra if f.name != DROP_REASON.name]
     return base.equals(SCHEMA) and all(
         f.name.startswith("score_") and pa.types.is_floating(f.type) for f in extra
     )
 
 
-def schema_for(score_names: Iterable[str]) -> pa.Schema:
-    """SCHEMA followed by one float64 `score_<name>` column per scorer, sorted by name."""
+def schema_for(score_names: Iterable[str], dropped: bool = False) -> pa.Schema:
+    """SCHEMA followed by one float64 `score_<name>` column per scorer, sorted by name;
+    for dropped rows, `drop_reason` comes between the two."""
     extra = [pa.field(f"score_{name}", pa.float64(), nullable=True) for name in sorted(score_names)]
-    return pa.schema([*SCHEMA, *extra])
+    return pa.schema([*SCHEMA, *([DROP_REASON] if dropped else []), *extra])
 
 
 def to_batch(docs: Sequence[Document]) -> pa.RecordBatch:
@@ -98,37 +112,81 @@ def from_batch(batch: pa.RecordBatch) -> Iterator[Document]:
             index=row["doc_index"],
             family=row["family"],
             template=row["template"],
-            axes=json.loads(row["axes"]),
+            axes=json_object(row["axes"]),
             prompt=row["prompt"],
             seed=row["seed"],
             text=row["text"],
             model=row["model"],
             engine=row["engine"],
-            sampling=json.loads(row["sampling"]),
+            sampling=json_object(row["sampling"]),
             n_tokens=row["n_tokens"],
             finish_reason=row["finish_reason"],
             scores={k[6:]: v for k, v in row.items() if k.startswith("score_")},
         )
 
 
-def read_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """Stream a shard's record batches, checking its schema; any damage is one ShardError."""
+# Any damage a reader can meet in a file: pyarrow's own errors, the OS's, and an
+# allocation a corrupt length field asks for.
+READ_ERRORS = (pa.ArrowException, OSError, MemoryError, ValueError)
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object column's value (`axes`, `sampling`); ValueError for anything else."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_batches(path: Path, dropped: bool = False) -> Iterator[pa.RecordBatch]:
+    """Stream a shard's record batches, checking its schema and every batch's buffers.
+
+    Whatever bytes the file holds, the result is batches that are safe to read
+    (offsets in bounds, valid UTF-8, no nulls in the declared non-null columns)
+    or one ShardError naming the file: a corrupt shard must never crash the
+    process or surface as a traceback three calls later.
+    """
     try:
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_stream(source)
-            if not is_shard_schema(reader.schema):
-                raise ShardError(f"{path}: not a shard of this format (unexpected columns)")
-            yield from reader
+            if not is_shard_schema(reader.schema, dropped):
+                kind = "dropped-rows shard" if dropped else "shard"
+                raise ShardError(f"{path}: not a {kind} of this format (unexpected columns)")
+            for batch in reader:
+                batch.validate(full=True)
+                _require_values(path, batch)
+                yield batch
     except FileNotFoundError:
         raise ShardError(f"{path}: file not found") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ShardError(f"{path}: unreadable or truncated Arrow file ({exc})") from None
+    except IsADirectoryError:
+        raise ShardError(f"{path}: is a folder, not a shard file") from None
+    except READ_ERRORS as exc:
+        raise ShardError(
+            f"{path}: unreadable or truncated Arrow file ({_first_line(exc)})"
+        ) from None
+
+
+def _require_values(path: Path, batch: pa.RecordBatch) -> None:
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if not field.nullable and column.null_count:
+            raise ShardError(f"{path}: null values in column '{field.name}'")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def read_documents(paths: Iterable[Path]) -> Iterator[Document]:
     for path in paths:
         for batch in read_batches(path):
-            yield from from_batch(batch)
+            try:
+                docs = list(from_batch(batch))
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise ShardError(
+                    f"{path}: a row's axes or sampling is not a JSON object ({_first_line(exc)})"
+                ) from None
+            yield from docs
 
 
 FOREIGN_SUFFIXES = (".arrow", ".parquet")
@@ -152,28 +210,66 @@ def foreign_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+def output_format(files: Sequence[Path], requested: str | None = None) -> str:
+    """The format `gen score` and `gen dedup` write: the one asked for, else the inputs'
+    own (Parquet when every input is Parquet), else Arrow."""
+    if requested is not None:
+        if requested not in OUTPUT_FORMATS:
+            raise ShardError(
+                f"--format: expected one of {', '.join(OUTPUT_FORMATS)}, got {requested!r}"
+            )
+        return requested
+    if files and all(path.suffix == ".parquet" for path in files):
+        return "parquet"
+    return "arrow"
+
+
+OUTPUT_FORMATS = ("arrow", "parquet")
+
+
 def read_foreign(path: Path, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
-    """Batches of any Arrow (IPC file or stream) or Parquet file that has a `text` column."""
+    """Batches of any Arrow (IPC file or stream) or Parquet file that has a `text` column
+    with a string in every row; anything else is one ShardError naming the file."""
     import pyarrow.parquet as pq
 
+    rows = 0
     try:
-        if path.suffix == ".parquet":
-            parquet = pq.ParquetFile(str(path))
-            _require_text(path, parquet.schema_arrow)
-            yield from parquet.iter_batches(batch_size=batch_rows)
-            return
-        with pa.memory_map(str(path)) as source:
-            try:
-                reader: Any = pa.ipc.open_file(source)
-                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            except pa.ArrowInvalid:
-                source.seek(0)
-                reader = pa.ipc.open_stream(source)
-                batches = iter(reader)
-            _require_text(path, reader.schema)
-            yield from batches
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ShardError(f"{path}: unreadable or truncated file ({exc})") from None
+        with contextlib.ExitStack() as stack:
+            if path.suffix == ".parquet":
+                parquet = stack.enter_context(pq.ParquetFile(str(path)))
+                _require_text(path, parquet.schema_arrow)
+                batches: Iterator[pa.RecordBatch] = parquet.iter_batches(batch_size=batch_rows)
+            else:
+                source = stack.enter_context(pa.memory_map(str(path)))
+                try:
+                    reader: Any = pa.ipc.open_file(source)
+                    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    reader = pa.ipc.open_stream(source)
+                    batches = iter(reader)
+                _require_text(path, reader.schema)
+            for batch in batches:
+                batch.validate(full=True)
+                _require_texts(path, batch, rows)
+                rows += batch.num_rows
+                yield batch
+    except FileNotFoundError:
+        raise ShardError(f"{path}: file not found") from None
+    except READ_ERRORS as exc:
+        raise ShardError(f"{path}: unreadable or truncated file ({_first_line(exc)})") from None
+
+
+def _require_texts(path: Path, batch: pa.RecordBatch, offset: int) -> None:
+    """Scorers and MinHash need a string in every row; a null is the file's problem,
+    named with its row, not an empty document scored as if it were one."""
+    texts = batch.column("text")
+    if texts.null_count:
+        first = texts.is_null().to_pylist().index(True)
+        raise ShardError(
+            f"{path}: row {offset + first} has a null 'text' "
+            f"({texts.null_count} null in rows {offset} to {offset + batch.num_rows - 1})"
+        )
 
 
 def _require_text(path: Path, schema: pa.Schema) -> None:

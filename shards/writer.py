@@ -11,7 +11,9 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from generator.validators import is_int
 from generator.errors import ShardError
 from generator.records import Document, file_sha256
-from shards.format import SCHEMA, schema_for, to_batch
+from generator.validators import is_int
+from shards.format import OUTPUT_FORMATS, SCHEMA, schema_for, to_batch
 
 BATCH_ROWS = 256
 
@@ -52,8 +54,14 @@ class ShardInfo:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it over `path` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Yield a new temporary sibling of `path`; rename it over `path` only if the block
+    succeeds.
+
+    The temporary file is created exclusively (O_EXCL, never through a symlink)
+    under a name no one else holds, so neither writing it nor cleaning it up can
+    touch a file this process did not create.
+    """
+    tmp = _exclusive_file(path)
     try:
         yield tmp
         with tmp.open("rb+") as handle:
@@ -63,25 +71,76 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _exclusive_file(path: Path) -> Path:
+    # The `.NAME.tmp-` prefix is what a build's cleanup of its own temporary files matches.
+    while True:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
 @contextlib.contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
-    """Yield an empty sibling folder; rename it to `target` only if the block succeeds.
+    """Yield a new, empty sibling folder; rename it to `target` only if the block succeeds.
 
-    A reader sees `target` absent or complete. An existing non-empty `target`
-    is refused rather than overwritten.
+    A reader sees `target` absent or complete. An existing non-empty `target`,
+    a file, or the current folder (or one holding it) is refused rather than
+    replaced. Missing parent folders are created and, if the block fails,
+    removed again; nothing this function did not create is written or deleted.
     """
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ShardError(f"{target}: exists and is not empty; choose another folder")
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    target = Path(os.path.abspath(target))
+    if Path.cwd().is_relative_to(target):
+        raise ShardError(f"{target}: is the current folder or holds it; name a new folder")
+    if target.is_symlink() or target.exists():
+        if not target.is_dir() or target.is_symlink():
+            raise ShardError(f"{target}: exists and is not a folder; choose another folder")
+        if any(target.iterdir()):
+            raise ShardError(f"{target}: exists and is not empty; choose another folder")
+    created = _make_parents(target)
+    done = False
     try:
-        yield staging
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            yield staging
+            os.rename(staging, target)  # also replaces an empty folder, atomically
+            done = True
+        finally:
+            if not done:
+                shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        raise ShardError(f"{target}: could not write ({_reason(exc)})") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+def _make_parents(target: Path) -> list[Path]:
+    """Create the missing folders above `target`, returning those created (outermost first)."""
+    missing = [p for p in reversed(target.parents) if not p.is_dir()]
+    for folder in missing:
+        if folder.exists() or folder.is_symlink():
+            raise ShardError(f"{target}: {folder} is a file, not a folder")
+    created: list[Path] = []
+    try:
+        for folder in missing:
+            folder.mkdir()
+            created.append(folder)
+    except OSError as exc:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise ShardError(f"{target}: cannot create {folder} ({_reason(exc)})") from None
+    return created
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc).splitlines()[0]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -159,10 +218,16 @@ def _bounded_groups(docs: Iterable[Document], config: ShardConfig) -> Iterator[I
 
 
 class RollingShards:
-    """Arrow stream shards of at most `max_rows` rows, for whatever schema comes in."""
+    """Shards of at most `max_rows` rows, for whatever schema comes in: Arrow stream
+    files (`shard-00000.arrow`, the default) or zstd Parquet (`shard-00000.parquet`),
+    so `gen score` and `gen dedup` hand back the format they were given."""
 
-    def __init__(self, folder: Path, max_rows: int) -> None:
-        self.folder, self.max_rows = folder, max_rows
+    def __init__(self, folder: Path, max_rows: int, format: str = "arrow") -> None:
+        if format not in OUTPUT_FORMATS:
+            raise ShardError(
+                f"--format: expected one of {', '.join(OUTPUT_FORMATS)}, got {format!r}"
+            )
+        self.folder, self.max_rows, self.format = folder, max_rows, format
         self.names: list[str] = []
         self._writer: Any = None
         self._sink: Any = None
@@ -179,14 +244,21 @@ class RollingShards:
 
     def _open(self, schema: pa.Schema) -> None:
         self.close()
-        name = f"shard-{len(self.names):05d}.arrow"
+        name = f"shard-{len(self.names):05d}.{self.format}"
         self.names.append(name)
-        self._sink = pa.OSFile(str(self.folder / name), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, schema)
+        path = str(self.folder / name)
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        else:
+            self._sink = pa.OSFile(path, "wb")
+            self._writer = pa.ipc.new_stream(self._sink, schema)
         self._rows = 0
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            self._sink.close()
-            self._writer = None
+            if self._sink is not None:
+                self._sink.close()
+            self._writer = self._sink = None
