@@ -91,6 +91,7 @@ class TaskView:
     tokens: int = 0
     host: str | None = None
     pid: int | None = None
+    started: float | None = None
     updated: float | None = None
     wall_seconds: float | None = None
     error: str | None = None
@@ -136,7 +137,7 @@ def build_status(
     counts = Counter(v.state for v in views)
     documents = sum(v.documents for v in views)
     tokens = sum(v.tokens for v in views)
-    planned, estimated = _planned(views)
+    planned, estimated = _planned(out, views)
     tokens_rate, docs_rate = _recent_rates(out, views, now, window)
     remaining = None if planned is None else max(planned - documents, 0)
     eta = None
@@ -192,6 +193,7 @@ def _view(out: Path, rank: int, world_size: int, now: float, stale_after: float)
         tokens=int(beat.get("tokens") or 0),
         host=beat.get("host"),
         pid=beat.get("pid"),
+        started=beat.get("started"),
         updated=beat.get("updated"),
         wall_seconds=beat.get("wall_seconds"),
         error=beat.get("error"),
@@ -222,10 +224,17 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-def _planned(views: list[TaskView]) -> tuple[int | None, bool]:
-    """Documents planned for the whole build, from the tasks' heartbeats: exact once every
-    task has reported its share, else estimated from those that have (shares differ by at
-    most one chunk); and whether it is an estimate."""
+def _planned(out: Path, views: list[TaskView]) -> tuple[int | None, bool]:
+    """Documents planned for the whole build, and whether that is an estimate: the build
+    state's count; else the tasks' shares, exact once every task has reported, estimated
+    from those that have (shares differ by at most one chunk)."""
+    try:
+        state = json.loads((out / ".work" / "state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        state = None
+    documents = state.get("documents") if isinstance(state, dict) else None
+    if isinstance(documents, int) and not isinstance(documents, bool):
+        return documents, False
     shares = [v.planned for v in views if isinstance(v.planned, int)]
     if not shares:
         return None, False
@@ -257,7 +266,7 @@ def _recent_rates(
         documents += table.num_rows
         if "n_tokens" in table.column_names:
             tokens += int(pc.sum(table.column("n_tokens")).as_py() or 0)
-    starts = [now - v.wall_seconds for v in views if v.wall_seconds and v.state != "pending"]
+    starts = [v.started for v in views if v.started and v.state != "pending"]
     span = min(window, now - min(starts)) if starts else window
     if documents == 0 or span <= 0:
         return (0.0, 0.0) if span > 0 else (None, None)

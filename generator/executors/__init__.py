@@ -162,11 +162,11 @@ def record_executor(out: Path, config: ExecutorConfig, **extra: Any) -> None:
 def task_environment(cpus: int | None) -> dict[str, str]:
     """Environment variables a task process reads to size its engine to its share.
 
-    GEN_TASK_CPUS caps the llama.cpp workers a task starts when the build does not
-    name `--workers`, so N tasks on one machine do not each start one worker per
-    core.
+    GEN_WORKERS caps the llama.cpp workers a task starts when the build does not
+    name `--workers` (`Build.from_spec` reads it), so N tasks on one machine do not
+    each start one worker per core.
     """
-    return {"GEN_TASK_CPUS": str(cpus)} if cpus else {}
+    return {"GEN_WORKERS": str(cpus)} if cpus else {}
 
 
 def usable_cpu_list() -> list[int]:

@@ -102,7 +102,7 @@ class SlurmExecutor:
         env = {"PYTHONUNBUFFERED": "1"}
         if config.cpus_per_task:
             task_header["cpus-per-task"] = str(config.cpus_per_task)
-            env["GEN_TASK_CPUS"] = f"${{SLURM_CPUS_PER_TASK:-{config.cpus_per_task}}}"
+            env["GEN_WORKERS"] = f"${{SLURM_CPUS_PER_TASK:-{config.cpus_per_task}}}"
         if config.gpus_per_task:
             task_header["gres"] = f"gpu:{config.gpus_per_task}"
         task_script = folder / "task.sbatch"
