@@ -1,10 +1,17 @@
-"""Cleaning: strip assistant chatter around the document, drop what is not a document.
+"""Assistant chatter: what it looks like, stripping it, and dropping what is not a document.
 
-Small instruct models wrap their answer in chat ("Sure! Here is a story about
-..." / "I hope you enjoyed it!") or refuse outright. The wrapper is removed;
-refusals, empty, truncated (when asked) and too-short outputs are dropped with
-their reason. Patterns look only at the edges of the text, so a character who
-says "I'm sorry" in the middle of a story is never mistaken for a refusal.
+Small instruct models wrap their answer in chat ("Certainly! Below is a short
+story about ..." / "Is there anything else I can do?"), praise the request
+("What a fascinating prompt!"), talk about the instructions ("As requested, I
+have included the words ...") or refuse outright. `strip_chatter` removes the
+wrapper where it sits at the edges of the text; `chatter_kinds` names the kinds
+that remain anywhere, for `ChatterScorer`; `Clean` drops refusals, empty,
+truncated (when asked) and too-short outputs with their reason.
+
+Fiction is full of people offering help and apologising to each other, so the
+detectors ignore quoted speech and speaker-labelled transcript lines, and
+preambles count only at the very start: a character who says "Is there anything
+else I can do?" is never mistaken for the model talking to the reader.
 """
 
 from __future__ import annotations
@@ -13,24 +20,80 @@ import re
 from dataclasses import dataclass
 
 from filters.stage import Drop, Stage
-from generator.validators import is_int
 from generator.records import Document
+from generator.validators import is_int
 
-_OPENERS = r"(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly|happy to help)"
+_OPENERS = (
+    r"(?:sure|certainly|of\s+course|absolutely|okay|ok|great|alright|gladly|happy\s+to\s+help)"
+)
+_SENTENCE_REST = r"[^\n]*?(?:[.!?:](?=\s|$)|$)"  # to the end of the sentence or line
+
+# One preamble sentence at the start of the text, addressed to the reader.
 _PREAMBLE = re.compile(
     rf"""^\s*(?:
-        {_OPENERS}\b[^\n]{{0,200}}?(?:here(?:'s|\s+is|\s+are)|below\s+is|i(?:'ve|\s+have)\s+written)[^\n]*
-      | {_OPENERS}[!.,]*
-      | here(?:'s|\s+is|\s+are)\s+(?:a|an|the|your|my)\b[^\n]{{0,200}}?[:.!]
-      | below\s+is\s+[^\n]{{0,200}}?[:.]
-    )\s*(?:\n|$)""",
+        {_OPENERS}\b[!.,]*\s*(?:$|\n|(?=here|below|i(?:'d|\s+would|'m|\s+am|'ve|\s+have)\b|what\s+an?\b
+            |great\s+question|as\s+requested))
+      | what\s+an?\s+(?:[\w-]+\s+){{0,2}}(?:prompt|request|idea|premise|question|task|challenge
+            |scenario|topic|assignment){_SENTENCE_REST}
+      | (?:great|good|excellent|fantastic|wonderful|interesting|fascinating|lovely)\s+(?:question
+            |prompt|idea|request|premise|choice){_SENTENCE_REST}
+      | (?:thank\s+you|thanks)\s+for\s+(?:the|this|your|such)\b{_SENTENCE_REST}
+      | i(?:'d|\s+would|'m|\s+am|'ll|\s+will)(?:\s+be)?\s+(?:happy|glad|delighted|pleased|thrilled
+            |excited|honou?red)\s+to\s+(?:help|assist|write|create|craft|compose|draft|share
+            |provide|put\s+together|oblige|present){_SENTENCE_REST}
+      | here(?:'s|\s+is|\s+are)\s+(?:a|an|the|your|my)\b[^\n]{{0,200}}?(?::(?=\s|$)
+            |[.!]\s*(?:\n|$)|\b(?:about|for\s+you|you\s+asked|you\s+requested|as\s+requested
+            |based\s+on|inspired\s+by){_SENTENCE_REST})
+      | below\s+(?:is|are|you(?:'ll|\s+will)\s+find)\b[^\n]{{0,200}}?(?:[.!:](?=\s|$)|$)
+      | as\s+(?:requested|you\s+requested|you\s+asked)\b{_SENTENCE_REST}
+      | i(?:'ve|\s+have)\s+(?:written|created|crafted|composed|drafted|prepared)\b[^\n]{{0,150}}?
+            \b(?:for\s+you|you\s+asked|you\s+requested|as\s+requested|per\s+your|based\s+on\s+(?:your
+            |the)\s+(?:prompt|request|instructions)){_SENTENCE_REST}
+    )\s*""",
     re.IGNORECASE | re.VERBOSE,
 )
-_SIGN_OFF = re.compile(
-    r"""^(?:i\s+hope\s+(?:you|this|that)|let\s+me\s+know|feel\s+free\s+to|would\s+you\s+like\s+me
-        |if\s+you(?:'d|\s+would)\s+like|please\s+let\s+me|i\s+can\s+also\s+(?:write|expand|adjust)
-        |note:\s+this\s+(?:story|document|report)\s+(?:is|was))""",
-    re.IGNORECASE | re.VERBOSE,
+
+# Offers of further help and hopes about the writing: chatter wherever they appear.
+_OFFER = r"""is\s+there\s+anything\s+else\s+(?:i\s+can|you(?:'d|\s+would)\s+like)
+    | let\s+me\s+know\s+if\s+(?:you(?:'d|\s+would)\s+like|you\s+(?:need|want|have)\b
+        |there(?:'s|\s+is)\s+anything|any\s+changes|you'd\s+prefer)
+    | feel\s+free\s+to\s+(?:ask|request|let\s+me\s+know)\b[^.!?\n]{0,60}?\b(?:changes|edits
+        |adjustments|revisions|modifications|another|different|more|longer|shorter|expand)
+    | would\s+you\s+like\s+me\s+to
+    | (?:i\s+)?hope\s+(?:this|that|it)\s+(?:helps|meets|works|fits|is\s+(?:helpful|what|useful)
+        |captures|was\s+helpful)
+    | i\s+hope\s+you\s+(?:enjoy|enjoyed|like|liked|found|find)\s+(?:it|this|the|my)\b
+    | if\s+you(?:'d|\s+would)\s+like\s+(?:me\s+to|any\s+(?:changes|edits|adjustments|revisions)
+        |a\s+(?:different|longer|shorter|revised)|more\s+detail|another\s+version|changes)
+    | i\s+can\s+also\s+(?:write|expand|adjust|revise|provide|make|create)
+    | i(?:'d|\s+would|'m|\s+am)\s+(?:be\s+)?(?:happy|glad|delighted|pleased)\s+to\s+(?:help
+        |assist|write|create|revise|adjust|expand|make\s+(?:any\s+)?changes)
+    | happy\s+to\s+(?:revise|adjust|expand|make\s+(?:any\s+)?changes)"""
+# Talk about the prompt, the instructions or the writing itself.
+_META = r"""(?:the|your|this)\s+(?:prompt|instructions)\s+(?:asks|asked|says|said|requires|required
+        |calls|called|specified|specifies|requested|mentions|mentioned|wanted)
+    | (?:based\s+on|per|following|according\s+to|in\s+response\s+to|to\s+fit|to\s+meet|as\s+per)
+        \s+(?:the|your)\s+(?:prompt|request|instructions|requirements)
+    | as\s+requested,?\s+(?:i\b|here\b|the\s+(?:story|report|document|piece)\s+(?:includes
+        |incorporates|uses))
+    | i(?:'ve|\s+have)?\s+(?:included|incorporated|used|woven|wove|added|made\s+sure)\b
+        [^.!?\n]{0,80}?
+        \b(?:words?|prompt|request|instructions|requirements?|word\s+count)\b
+    | (?:the|all|each\s+of\s+the)\s+(?:required|requested|given|specified)\s+words
+    | word\s+count\s*(?:[:(]|of\b|is\b)
+    | (?:this|the)\s+(?:story|document|report|piece|narrative|text)\s+(?:is|was)\s+(?:written
+        |generated|designed|crafted)\s+(?:to|for|as|in\s+response)
+    | note\s*:\s*(?:this|the)\s+(?:story|document|report|piece|text|narrative)\s+(?:is|was
+        |incorporates|includes|uses|features)"""
+_REFUSAL_ANYWHERE = r"""as\s+an\s+ai\s+(?:language\s+model|assistant)
+    | as\s+a\s+(?:large\s+)?language\s+model
+    | i(?:'m|\s+am)\s+sorry,?\s+but\s+i\s+(?:can(?:'t|not)|am\s+unable|won't|will\s+not)
+    | i\s+(?:cannot|can't|won't|am\s+unable\s+to)\s+(?:help\s+with|assist\s+with|fulfil|fulfill
+        |comply|create|write|provide)\s+(?:this|that|your|such|the\s+requested)"""
+_SIGN_OFF = re.compile(rf"^\s*(?:{_OFFER}|{_META})", re.IGNORECASE | re.VERBOSE)
+# A sign-off sentence that ends the last paragraph, outside any quotation.
+_TRAILING_OFFER = re.compile(
+    rf"(?<=[.!?])\s+(?:{_OFFER})[^\"“”\n.!?]*[.!?]*\s*$", re.IGNORECASE | re.VERBOSE
 )
 _REFUSAL = re.compile(
     r"""^\s*(?:i'?m\s+sorry|i\s+am\s+sorry|i\s+apologi[sz]e|i\s+(?:cannot|can't|can\s+not|won't)
@@ -39,6 +102,34 @@ _REFUSAL = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _SEPARATOR = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")
+
+# Detectors for what is left after stripping, over lowercased text with speech removed.
+_KINDS_LOWER = {
+    "offer": re.compile(rf"\b(?:{_OFFER})", re.VERBOSE),
+    "meta": re.compile(rf"\b(?:{_META})", re.VERBOSE),
+    "refusal": re.compile(rf"\b(?:{_REFUSAL_ANYWHERE})", re.VERBOSE),
+}
+_PLACEHOLDER_LOWER = re.compile(
+    r"<(?:name|company|organi[sz]ation|date|place|location|your\s+name)>|\[insert\b"
+)
+# Placeholders whose capital letters are the signal: [Name], [Company Name], XYZ Corp.
+_PLACEHOLDER_CASED = re.compile(
+    r"\[[A-Z][A-Za-z]*(?: [A-Z]?[A-Za-z]+){0,3}\]|\b(?:XYZ|ABC) (?:Corp|Corporation|Inc|Company)\b"
+)
+# Praise of the request at the start of any line (outside speech), e.g. after a title.
+_PRAISE = re.compile(
+    r"""^[ \t]*(?:what\s+an?\s+(?:[\w-]+\s+){0,2}(?:prompt|request|premise|task|assignment)\b
+    | (?:great|good|excellent|fantastic|wonderful|fascinating)\s+(?:question|prompt|request)[!.]
+    | (?:thank\s+you|thanks)\s+for\s+(?:the|this|your|such\s+an?)\s+(?:\w+\s+)?
+        (?:prompt|request))""",
+    re.MULTILINE | re.VERBOSE,
+)
+# Quoted speech, and transcript lines after a speaker label ("HOST:", "Dr. Osei:", "Q:").
+_SPEECH = re.compile(
+    r"\"[^\"\n]{0,3000}\"|“[^”]{0,3000}”|‘[^’\n]{0,600}’"
+    r"|^[ \t]*(?!Note\b|NB\b|P\.?S\b)[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}:[^\n]*",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -58,19 +149,38 @@ class CleanConfig:
 def strip_chatter(text: str) -> str:
     """Remove an assistant preamble and sign-off (and the rule lines that set them off)."""
     text = text.strip()
-    for _ in range(2):  # "Sure!" on one line, "Here is the story:" on the next
-        match = _PREAMBLE.match(text)
-        if not match:
+    for _ in range(4):  # "Certainly!", then "Below is the story:", on one line or two
+        match = _PREAMBLE.match(text.replace("’", "'"))
+        if not match or not match.group(0):
             break
         text = text[match.end() :].lstrip()
     paragraphs = re.split(r"\n\s*\n", text)
     while len(paragraphs) > 1 and (
-        _SIGN_OFF.match(paragraphs[-1].strip()) or _SEPARATOR.match(paragraphs[-1])
+        _SIGN_OFF.match(paragraphs[-1].replace("’", "'")) or _SEPARATOR.match(paragraphs[-1])
     ):
         paragraphs.pop()
     while paragraphs and _SEPARATOR.match(paragraphs[0]):
         paragraphs.pop(0)
+    while paragraphs and (trailing := _TRAILING_OFFER.search(paragraphs[-1].replace("’", "'"))):
+        paragraphs[-1] = paragraphs[-1][: trailing.start()]
     return "\n\n".join(paragraphs).strip()
+
+
+def chatter_kinds(text: str) -> list[str]:
+    """The kinds of chatter in a text, each named once: `preamble`, `praise`, `offer`,
+    `meta`, `refusal`, `placeholder`. Quoted speech and transcript lines are ignored,
+    except for placeholders, which are wrong wherever they stand."""
+    kinds = []
+    preamble = _PREAMBLE.match(text[:600].replace("’", "'"))
+    if preamble and preamble.group(0).strip():
+        kinds.append("preamble")
+    prose = _SPEECH.sub(" ", text).replace("’", "'").lower()
+    if _PRAISE.search(prose):
+        kinds.append("praise")
+    kinds.extend(kind for kind, pattern in _KINDS_LOWER.items() if pattern.search(prose))
+    if _PLACEHOLDER_LOWER.search(text.lower()) or _PLACEHOLDER_CASED.search(text):
+        kinds.append("placeholder")
+    return kinds
 
 
 def is_refusal(text: str) -> bool:

@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from filters.clean import chatter_kinds
 from filters.stage import Drop, Stage
-from generator.validators import is_number
 from generator.errors import ShardError
 from generator.records import Document
+from generator.validators import is_number
 from shards.format import foreign_files, read_foreign
 from shards.writer import RollingShards, staged_folder
 
@@ -192,44 +193,94 @@ class SlopScorer(Scorer):
         return max(0.0, 10.0 - density)
 
 
-# Patterns over lowercased text (case-insensitive in effect, and faster than re.IGNORECASE).
-_CHATTER_LOWER = [
-    re.compile(p, re.MULTILINE)
-    for p in (
-        r"^\s*(?:sure|certainly|of course|absolutely)[!,.]",  # assistant preamble
-        r"^\s*here(?:'s| is| are) (?:a|an|the|your)\b",
-        r"\bas an ai(?: language model)?\b",
-        r"\bi(?:'m| am) (?:sorry|unable|not able)\b.{0,40}\b(?:help|assist|write|provide)",
-        r"\bi (?:cannot|can't|won't) (?:help|assist|write|provide|create)\b",
-        r"\b(?:i hope (?:you|this)|let me know if|feel free to|would you like me to)\b",
-        r"\bi(?:'d| would) be (?:happy|glad|delighted) to (?:help|write|assist)\b",
-        r"\b(?:the prompt|your request|as requested|word count)\b",
-        r"\bthis (?:story|document|report) (?:is|was) (?:written|generated)\b",
-        r"<(?:name|company|organi[sz]ation|date|place|location|your name)>",
-    )
-]
-# Placeholders whose capital letters are the signal: [Name], [Company Name], XYZ Corp.
-_CHATTER_CASED = [
-    re.compile(r"\[(?:[A-Z][A-Za-z]*)(?: [A-Z]?[A-Za-z]+){0,3}\]"),
-    re.compile(r"\b(?:XYZ|ABC) (?:Corp|Corporation|Inc|Company)\b"),
-]
-
-
 class ChatterScorer(Scorer):
-    """Assistant chatter and placeholders: 1 with none, minus 0.25 per kind found."""
+    """Assistant chatter and placeholders: 1 with none, halved per kind found.
 
-    name, version, range = "chatter", 1, (0.0, 1.0)
-    description = "1 - 0.25 per kind of chatter: preambles, refusals, sign-offs, meta, placeholders"
+    Any one clear kind (a preamble to the reader, an offer of further help, praise
+    of the request, talk about the prompt, a refusal, a placeholder) brings the
+    score to 0.5, under the usual minimum of 0.75, so one kind is enough to drop a
+    row. Kinds are listed in `filters.clean.chatter_kinds`."""
+
+    name, version, range = "chatter", 2, (0.0, 1.0)
+    description = (
+        "0.5 ** kinds of chatter found: preamble, praise, offer of help, meta, refusal, placeholder"
+    )
 
     def score_one(self, text: str) -> float:
-        lowered = text.lower()
-        kinds = sum(1 for pattern in _CHATTER_LOWER if pattern.search(lowered))
-        kinds += sum(1 for pattern in _CHATTER_CASED if pattern.search(text))
-        return max(0.0, 1.0 - 0.25 * kinds)
+        return 0.5 ** len(chatter_kinds(text))
+
+
+_WEATHER = (
+    r"(?:sun|rain|wind|snow|fog|mist|sky|skies|storm|clouds?|thunder|drizzle|sleet|frost|hail|dawn"
+    r"|sunlight|sunrise|sunset|moonlight|heat|downpour|monsoon|blizzard|gale|morning\s+light)"
+)
+_WEATHER_VERB = (
+    r"(?:rose|set|hung|beat|fell|was|were|had|lashed|drummed|howled|whipped|blew|poured|crept"
+    r"|broke|filtered|streamed|dipped|cast|painted|bathed|shone|glowed|rolled|hammered|pattered"
+    r"|swept|settled|clung|pressed|spilled|bled|peeked|came|began|battered|pounded|gathered|lay"
+    r"|blanketed|shrouded|rises|sets|hangs|beats|falls|is|are|lashes|drums|howls|blows|pours"
+    r"|creeps|breaks|filters|streams|casts|bathes|shines|rolls|sweeps|settles|clings|comes)"
+)
+# The openings the craft rules forbid, matched at the start of the first line of prose.
+_STOCK_OPENING = re.compile(
+    rf"""(?:once\s+upon\s+a\s+time
+    | in\s+a\s+(?:world|future|time|land)\s+(?:where|when|of|far)
+    | in\s+the\s+(?:not[\s-]+so[\s-]+)?(?:distant|near)\s+future
+    | in\s+the\s+year\s+(?:of\s+)?[\w,]+
+    | the\s+year\s+(?:was|is)\s+\d{{4}}
+    | it\s+was\s+a\s+dark\s+and\s+stormy\s+night
+    | in\s+the\s+(?:bustling|busy|sprawling|vibrant|heart\s+of\s+the)\s+(?:\w+\s+)?(?:city|town
+        |metropolis|streets|village|heart)\s+of
+    | little\s+did\s+\w+(?:\s+\w+)?\s+know
+    | (?:the\s+|a\s+|an\s+)?(?:[a-z]+\s+){{0,2}}{_WEATHER}(?:\s+(?:\w+ly|still|never|not|always
+        |had|has|have|was|were))?\s+{_WEATHER_VERB}\b
+    | it\s+was\s+(?:a\s+|an\s+)?(?:\w+,?\s+)?(?:cold|grey|gray|rainy|bright|crisp|sunny|warm|hot
+        |foggy|stormy|cloudy|chilly|wet|windy|humid|frosty|misty|snowy|freezing|sweltering|dreary
+        |overcast|clear)\s+(?:\w+\s+)?(?:morning|day|evening|night|afternoon|dawn)
+    | it\s+was\s+(?:raining|snowing|pouring|drizzling)
+    | [^.!?\n]{{0,60}}?\b(?:woke\s+(?:up|to|with|before|early|at|from)|awoke|awakened\s+to
+        |wakes\s+(?:up|to)
+        |(?:was|were)\s+(?:awakened|woken)|opened\s+(?:my|his|her|their)\s+eyes|alarm\s+clock))""",
+    re.VERBOSE,
+)
+_HEADING = re.compile(r"^(?:#|\*\*|chapter\b|part\b|title\s*:|by\s)", re.IGNORECASE)
+
+
+def first_prose_line(text: str) -> str:
+    """The first line that reads as prose: title, heading and byline lines are skipped
+    (a heading is short and has no sentence punctuation at its end)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        words = line.split()
+        if _HEADING.match(line) or (len(words) <= 10 and line[-1] not in '.!?"”:;,'):
+            continue
+        return line
+    return ""
+
+
+class OpeningScorer(Scorer):
+    """0 when the document opens the way the craft rules forbid, 1 otherwise.
+
+    Stock openings ("Once upon a time", "In a world where", "In the year 2045",
+    "It was a dark and stormy night", a weather report, someone waking up, "In the
+    bustling city of", "Little did they know") are the first sign of sameness: at
+    scale, thousands of documents begin alike. Only the first line of prose counts,
+    so a story may still mention the weather later."""
+
+    name, version, range = "opening", 1, (0.0, 1.0)
+    description = "0 if the first line of prose is a stock opening (once upon a time, weather...)"
+
+    def score_one(self, text: str) -> float:
+        line = first_prose_line(text)
+        line = line.lstrip("\"“‘'*_ ").lower()
+        return 0.0 if _STOCK_OPENING.match(line[:300]) else 1.0
 
 
 HEURISTIC_SCORERS: dict[str, type[Scorer]] = {
-    cls.name: cls for cls in (QualityScorer, RepetitionScorer, SlopScorer, ChatterScorer)
+    cls.name: cls
+    for cls in (QualityScorer, RepetitionScorer, SlopScorer, ChatterScorer, OpeningScorer)
 }
 
 

@@ -7,6 +7,7 @@ import pytest
 from filters.scorers import (
     HEURISTIC_SCORERS,
     ChatterScorer,
+    OpeningScorer,
     QualityScorer,
     RepetitionScorer,
     Score,
@@ -69,18 +70,63 @@ def test_slop_counts_over_used_phrases_per_thousand_words():
         "As an AI language model, I think the story should end here.",
         "Let me know if you would like a longer version.",
         "The report was signed by [Your Name] on [Date].",
-        "Here is the report you asked for, written to the prompt.",
+        "Here is the report you asked for, written to the prompt's word count: 900.",
         "I would be delighted to help with the harbour report.",
     ],
 )
 def test_chatter_flags_assistant_talk_and_placeholders(chatter):
     clean, dirty = ChatterScorer().score([GOOD, f"{GOOD}\n\n{chatter}"])
     assert clean == 1.0
-    assert dirty <= 0.75
+    assert dirty < 0.75  # one kind is enough to fall below the usual minimum
 
 
 def test_chatter_counts_each_kind_once():
     assert ChatterScorer().score([CHATTY])[0] <= 0.25
+
+
+STOCK_OPENINGS = [
+    "Once upon a time, in a harbour town, there was a careful machine.",
+    "In a world where machines keep the tide tables, Kestrel kept them honestly.",
+    "In the year 2045, the north quay flooded for the first time.",
+    "It was a dark and stormy night at the north quay.",
+    "The rain lashed against the windows of the harbour office.",
+    "Rain hammered the tin roof of the gauge house.",
+    "The morning sun crept over the cranes of the container port.",
+    "It was a cold, grey morning in Tromsø when the gauge failed.",
+    "Ruth Okafor woke up at five, as she always did.",
+    "Ruth woke to the sound of the pager on the nightstand.",
+    "In the bustling city of Lagos, Kestrel ran the ferry timetable.",
+    "Little did Ruth know that the gauge had already failed.",
+    "The Long Watch\n\nOnce upon a time there was a gauge.",  # after a title line
+    "# Incident report\n\nIn the year 2045, the relay failed.",  # after a heading
+]
+FINE_OPENINGS = [
+    GOOD,
+    "The storm drains under the quay were blocked again, and Kestrel flagged it.",
+    "Rain gauges at the north quay failed at 04:10 on a Tuesday.",
+    "The sun-tracking array was offline for six hours before anyone noticed.",
+    "Kestrel woke the duty engineer at 04:10, as its standing orders required.",
+    "In the end, the harbour board agreed to keep the old gauge.",
+    "The wind turbine at Esbjerg stopped turning during the audit.",
+    "Six readings were missing. Later that night it began to rain, and nobody woke up.",
+]
+
+
+@pytest.mark.parametrize("text", STOCK_OPENINGS)
+def test_stock_openings_score_zero(text):
+    assert OpeningScorer().score_one(text) == 0.0
+
+
+@pytest.mark.parametrize("text", FINE_OPENINGS)
+def test_openings_in_the_middle_of_something_specific_score_one(text):
+    assert OpeningScorer().score_one(text) == 1.0
+
+
+def test_a_stock_opening_drops_the_row_at_the_mix_minimum():
+    stage = Score(ScoreConfig.parse({"opening": 0.5}))
+    kept = list(run_pipeline([doc(0, STOCK_OPENINGS[0]), doc(1, GOOD)], [stage]))
+    assert [d.index for d in kept] == [1]
+    assert stage.stats.dropped == {"low-opening": 1}
 
 
 def test_every_scorer_documents_its_range_and_stays_in_it():
