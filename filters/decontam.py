@@ -9,6 +9,7 @@ item is used. Words are normalised as for dedup (case and punctuation ignored).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,42 +26,85 @@ def _grams(text: str, n: int) -> set[int]:
 
 
 def load_eval_texts(path: Path) -> list[str]:
-    """All string fields of every item in a JSONL, CSV or Parquet file."""
+    """All string fields of every item in a JSONL, CSV or Parquet file.
+
+    Every way a file can be unusable (not UTF-8, a broken line, a field too long,
+    nesting too deep, nothing in it) is one `ShardError` naming the file and, where
+    there is one, the line."""
     if not path.is_file():
         raise ShardError(f"{path}: file not found")
+    if path.suffix not in (".jsonl", ".csv", ".parquet"):
+        raise ShardError(f"{path}: expected a .jsonl, .csv or .parquet file of eval items")
     try:
-        if path.suffix == ".jsonl":
-            texts = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        texts.extend(_strings(json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise ShardError(
-                            f"{path}: line {number}: invalid JSON ({exc.msg})"
-                        ) from None
-            return texts
-        if path.suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                return [cell for row in csv.reader(handle) for cell in row if cell.strip()]
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+            texts = _parquet_texts(path)
+        else:
+            text = _read_utf8(path)
+            texts = _jsonl_texts(path, text) if path.suffix == ".jsonl" else _csv_texts(path, text)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).replace(f"'{path}'", "").split(". ")[0].splitlines()[0]
+        raise ShardError(f"{path}: unreadable ({reason})") from None
+    if not texts:
+        if path.stat().st_size == 0:
+            raise ShardError(f"{path}: empty file, no eval items")
+        raise ShardError(f"{path}: no eval items with text (no non-empty string fields)")
+    return texts
 
-            table = pq.read_table(path)
-            return [v for col in table.columns for v in col.to_pylist() if isinstance(v, str)]
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ShardError(f"{path}: unreadable ({exc})") from None
-    raise ShardError(f"{path}: expected a .jsonl, .csv or .parquet file of eval items")
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ShardError(f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from None
+
+
+def _jsonl_texts(path: Path, text: str) -> list[str]:
+    texts: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            texts.extend(_strings(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ShardError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ShardError(f"{path}: line {number}: JSON nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer with more digits than Python converts
+            reason = str(exc).split(";")[0].split(":")[0]
+            raise ShardError(f"{path}: line {number}: invalid JSON ({reason})") from None
+    return texts
+
+
+def _csv_texts(path: Path, text: str) -> list[str]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return [cell for row in reader for cell in row if cell.strip()]
+    except csv.Error as exc:
+        raise ShardError(f"{path}: line {reader.line_num}: invalid CSV ({exc})") from None
+
+
+def _parquet_texts(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return [v for col in table.columns for v in col.to_pylist() if isinstance(v, str)]
 
 
 def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
+    """Every string in a JSON value, however deep (iteratively: no recursion limit)."""
+    strings: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings.append(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return strings
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ QUESTION = (
 )
 
 
-def doc(index: int, text: str) -> Document:
+def doc(index: int, text: str, axes: dict | None = None) -> Document:
     return Document(
-        index=index, family="f", template="f@1", axes={}, prompt="p", seed=index, text=text
+        index=index, family="f", template="f@1", axes=axes or {}, prompt="p", seed=index, text=text
     )
 
 
@@ -67,6 +67,62 @@ def test_bad_eval_file_is_one_line(tmp_path):
         load_eval_texts(text_file)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "evals.csv",
+            b'question,answer\n"short",A\n"' + b"x" * 131_073 + b'",B\n',
+            r"evals\.csv: line 3: invalid CSV \(field larger than field limit \(131072\)\)",
+        ),
+        (
+            "evals.jsonl",
+            b'{"q": "fine"}\n{"q": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+            r"evals\.jsonl: line 2: JSON nested too deeply",
+        ),
+        ("evals.jsonl", b'{"q": "fine"}\n{"q": "caf\xe9"}\n', r"evals\.jsonl: line 2: not UTF-8"),
+        (
+            "evals.csv",
+            b"question\nfine\n\xff\xfe\n",
+            r"evals\.csv: line 3: not UTF-8 \(byte 0xff\)",
+        ),
+        ("evals.jsonl", b"", r"evals\.jsonl: empty file, no eval items"),
+        ("evals.csv", b"", r"evals\.csv: empty file, no eval items"),
+        ("evals.jsonl", b'{"id": 1}\n\n', r"evals\.jsonl: no eval items with text"),
+        ("evals.jsonl", b'{"n": ' + b"1" * 5000 + b"}\n", r"evals\.jsonl: line 1: invalid JSON"),
+        ("evals.parquet", b"PAR1 not parquet", r"evals\.parquet: unreadable"),
+    ],
+)
+def test_unusable_eval_files_are_one_line_naming_the_file_and_line(
+    tmp_path, name, content, message
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ShardError, match=message) as caught:
+        load_eval_texts(path)
+    assert "\n" not in str(caught.value) and str(caught.value).count(str(path)) == 1
+
+
+def test_deeply_nested_items_that_json_can_parse_give_every_string(tmp_path):
+    path = tmp_path / "evals.jsonl"
+    path.write_text('{"a": ' + "[" * 900 + '"deep"' + "]" * 900 + ', "b": ["x", {"c": "y"}]}\n')
+    assert load_eval_texts(path) == ["deep", "x", "y"]
+
+
+def test_decontaminate_option_reports_a_bad_eval_file_in_one_line(
+    tmp_path, runner, monkeypatch, tiny_mix
+):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "doubles"))
+    evals = tmp_path / "evals.jsonl"
+    evals.write_bytes(b'{"q": "caf\xe9"}\n')
+    options = ["--limit", "2", "--engine", "vllm", "--model", "org/m", "-q"]
+    result = runner.invoke(
+        main, build_args(tiny_mix, tmp_path / "out", *options, "--decontaminate", str(evals))
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {evals}: line 1: not UTF-8 (byte 0xe9)"]
+
+
 def test_diversity_report_measures_openings_names_and_distinct_n():
     diversity = Diversity()
     texts = [
@@ -86,8 +142,71 @@ def test_diversity_report_measures_openings_names_and_distinct_n():
     }
     assert report["top_opening_words"][0] == {"text": "ruth okafor read", "count": 3, "share": 0.75}
     assert report["top_names"][0] == {"text": "Ruth Okafor", "count": 3, "share": 0.75}
-    assert {n["text"] for n in report["top_names"]} >= {"Kestrel", "Harbour Board", "Tromsø"}
+    assert {n["text"] for n in report["top_names"]} >= {"Harbour Board", "Tromsø"}
     assert report["repeated_opening_share"] == 0.5
+    assert report["top_first_sentence_share"] == 0.5
+
+
+def test_names_skip_words_capitalised_only_because_they_start_a_sentence():
+    diversity = Diversity()
+    texts = [
+        "However, the gauge held. Made of steel, it lasted. Deliberate care kept it so.",
+        "Should anyone ask, Kestrel logged it. Unlike the old relay, the new one reported.",
+        "Kestrel read the tide tables. Ruth Okafor signed them for the Harbour Board.",
+        "Kestrel was right. Nobody thanked it.",  # sentence-initial here, mid-sentence above
+    ]
+    for text in texts:
+        diversity.add(text)
+    names = {n["text"]: n["count"] for n in diversity.report()["top_names"]}
+    assert names == {"Kestrel": 3, "Ruth Okafor": 1, "Harbour Board": 1}
+
+
+def test_diversity_counts_the_drawn_seeds_that_texts_mention():
+    diversity = Diversity()
+    rows = [
+        ("Kestrel logged the fault for the Pelham Trust in Tromsø.", "Kestrel", "Pelham", "Tromsø"),
+        ("Again the desk asked Kestrel, not Sable, about Rosario.", "Sable", "Pelham", "Rosario"),
+        (
+            "The Quillon scheduler kept Lyon's trains moving.",
+            "the Quillon scheduler",
+            "Voss",
+            "Lyon",
+        ),
+        ("Nothing in this text names its seeds.", "Sable", "the Pelham Trust", "Puno on Lake X"),
+    ]
+    for text, ai_name, organization, place in rows:
+        axes = {"ai_name": ai_name, "organization": organization, "place": place, "era": "x"}
+        diversity.add(text, axes)
+    seeds = diversity.report()["seeds_in_text"]
+    assert seeds["ai_name"] == {
+        "distinct_drawn": 3,
+        "most_drawn": "Sable",
+        "most_drawn_share": 0.5,
+        "most_mentioned": "Kestrel",  # drawn once, but two texts use it
+        "most_mentioned_share": 0.5,
+        "own_draw_mentioned_share": 0.75,
+    }
+    assert seeds["place"]["most_mentioned"] == "Tromsø"
+    assert seeds["place"]["own_draw_mentioned_share"] == 0.75  # "Lyon's" counts as Lyon
+    assert seeds["organization"]["distinct_drawn"] == 3
+
+
+def test_diversity_report_without_axes_and_with_list_draws_is_plain_json():
+    diversity = Diversity()
+    diversity.add("Wren and Tern kept the lighthouse.", {"ai_name": ["Wren", "Tern"]})
+    diversity.add("Nobody was there.", None)
+    report = diversity.report()
+    assert json.loads(json.dumps(report)) == report
+    assert report["seeds_in_text"]["ai_name"]["most_mentioned"] == "Wren"
+    assert report["seeds_in_text"]["place"] == {
+        "distinct_drawn": 0,
+        "most_drawn": None,
+        "most_drawn_share": 0.0,
+        "most_mentioned": None,
+        "most_mentioned_share": 0.0,
+        "own_draw_mentioned_share": 0.0,
+    }
+    assert report["top_first_sentence_share"] == 0.5
 
 
 def test_build_drops_contaminated_rows_and_records_the_eval_file(
