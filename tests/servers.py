@@ -158,3 +158,88 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ScriptedServer:
+    """A stdlib HTTP server on a loopback port whose every answer comes from `script`, a
+    function of (path, headers, body) returning (status, headers, pieces): for fault
+    injection the real servers cannot do on demand (echoing the key, dripping bytes,
+    huge or malformed bodies). A piece that is a float is a pause in seconds, so a
+    test can stream slowly; every request is recorded in `requests`."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = dict(self.headers.items())
+                server.requests.append((self.path, headers, body))
+                status, extra, pieces = server.script(self.path, headers, body)
+                self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in extra:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for piece in pieces:
+                        if isinstance(piece, float):
+                            time.sleep(piece)
+                        else:
+                            self.wfile.write(piece)
+                            self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up, as it should
+                self.close_connection = True
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def json_reply(payload, status: int = 200, **headers: str):
+    """One complete JSON answer for a ScriptedServer script."""
+    import json
+
+    body = json.dumps(payload).encode()
+    return (
+        status,
+        {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers},
+        [body],
+    )
+
+
+def chat_reply(content="A finished document.", finish_reason="stop", usage=None):
+    """A chat completion answer in the OpenAI shape, each field overridable."""
+    return json_reply(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {"completion_tokens": 4} if usage is None else usage,
+        }
+    )

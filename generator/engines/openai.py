@@ -6,28 +6,64 @@ exponential backoff and full jitter, honouring `Retry-After`; a request that
 still fails comes back as a `Completion` with `error` set, so the build can
 record it and retry it on the next run instead of dropping it.
 
+A server is not trusted: each attempt has a total deadline (a server that
+drips one byte a minute cannot hold a build), each body is read in pieces and
+abandoned past `max_response_bytes`, and every field of a reply is checked
+(text is text, token counts are counts) before it becomes a document.
+
 The API key is read from an environment variable at construction and only ever
-placed in the Authorization header: it never appears in an error message, a
-log line, a row or a manifest.
+placed in the Authorization header; credentials in `--base-url`
+(`http://user:secret@host`) become basic auth and are removed from the URL.
+Every error string the engine produces passes through one `Redactor`, so a
+server that echoes the key back (`Incorrect API key provided: Bearer sk-...`)
+cannot put it in an error message, `failures.json` or a log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
-import time
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
 from generator.engines import Completion, EngineBase, EngineConfig, ModelInfo, Request
 from generator.errors import EngineError
+from generator.validators import is_int
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a 100,000-token completion is under 1 MiB of JSON
+MAX_USAGE_TOKENS = 10**9
+NATURAL_ENDS = {None, "stop", "eos", "eos_token", "stop_sequence", "end_turn"}
+RETRYABLE_ENDS = {"abort", "error"}  # vLLM: aborted, or a retryable request-level error
+
+
+class Redactor:
+    """Removes secrets from any text the engine shows or stores: the key itself, URL
+    credentials, and anything that looks like a bearer token or an `sk-` key, whatever
+    the server chose to echo."""
+
+    _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+    _BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
+    _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        found = {s for secret in secrets if secret for s in (secret, unquote(secret))}
+        self.secrets = sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        text = self._USERINFO.sub(r"\1[redacted]@", text)
+        text = self._BEARER.sub("Bearer [redacted]", text)
+        return self._KEY_LIKE.sub("sk-[redacted]", text)
 
 
 @dataclass(frozen=True)
@@ -74,20 +110,24 @@ class OpenAIEngine(EngineBase):
         model: str,
         api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = 8,
-        timeout_seconds: float = 600.0,
+        deadline_seconds: float = 300.0,
         retry: RetryPolicy | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise EngineError(f"--base-url: expected an http:// or https:// URL, got {base_url!r}")
+        key = os.environ.get(api_key_env, "")
+        self.base_url, username, password = _split_credentials(base_url, Redactor([key]))
+        self.redact = Redactor([key, password])
         if not model:
             raise EngineError("--model: the openai engine needs the served model's name")
-        self.base_url = base_url.rstrip("/")
         self.model_name = model
         self.concurrency = concurrency
-        self.timeout = httpx.Timeout(timeout_seconds, connect=10.0)
+        self.deadline = deadline_seconds
+        self.timeout = httpx.Timeout(deadline_seconds, connect=min(10.0, deadline_seconds))
+        self.max_response_bytes = max_response_bytes
         self.retry = retry or RetryPolicy()
-        key = os.environ.get(api_key_env, "")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._auth = httpx.BasicAuth(username, password) if username and not key else None
+        self.tokenizer_fallbacks = 0  # texts the server's tokenizer could not count
 
     def __repr__(self) -> str:  # never show the headers
         return f"OpenAIEngine(base_url={self.base_url!r}, model={self.model_name!r})"
@@ -97,16 +137,29 @@ class OpenAIEngine(EngineBase):
         """A served model is known by its name; the server owns the weights, so no digest."""
         return ModelInfo(name=self.model_name, sha256="")
 
+    @property
+    def reproducibility(self) -> dict[str, str]:
+        """What the manifest can promise about re-running: only what the server promises."""
+        return {
+            "mode": "server",
+            "guarantee": "each request carries its document's seed; the same text comes back "
+            "only as far as the server makes sampling reproducible",
+        }
+
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         return asyncio.run(self._generate_all(requests))
 
-    async def _generate_all(self, requests: Sequence[Request]) -> list[Completion]:
-        limit = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             timeout=self.timeout,
             headers=self._headers,
+            auth=self._auth,
             limits=httpx.Limits(max_connections=self.concurrency),
-        ) as client:
+        )
+
+    async def _generate_all(self, requests: Sequence[Request]) -> list[Completion]:
+        limit = asyncio.Semaphore(self.concurrency)
+        async with self._client() as client:
 
             async def one(request: Request) -> Completion:
                 async with limit:
@@ -124,11 +177,38 @@ class OpenAIEngine(EngineBase):
                 if attempt < self.retry.max_retries:
                     await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
             except EngineError as exc:
-                return Completion(text="", n_tokens=0, finish_reason="error", error=str(exc))
+                return _failed(self.redact(str(exc)))
         attempts = self.retry.max_retries + 1
-        return Completion(
-            text="", n_tokens=0, finish_reason="error", error=f"{last} (after {attempts} attempts)"
-        )
+        return _failed(self.redact(f"{last} (after {attempts} attempts)"))
+
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, body: dict[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One POST within the deadline, its body read in pieces up to the size cap."""
+        try:
+            return await asyncio.wait_for(self._read(client, url, body), self.deadline)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise RequestFailed(f"{url}: no complete answer within {self.deadline:g} s") from None
+        except httpx.TransportError as exc:
+            raise RequestFailed(f"{url}: {type(exc).__name__}") from None
+
+    async def _read(
+        self, client: httpx.AsyncClient, url: str, body: dict[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        cap = self.max_response_bytes
+        too_big = EngineError(f"{url}: the answer is larger than {cap:,} bytes; stopped reading")
+        async with client.stream("POST", url, json=body) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise too_big
+            pieces: list[bytes] = []
+            size = 0
+            async for piece in response.aiter_bytes():
+                size += len(piece)
+                if size > cap:
+                    raise too_big
+                pieces.append(piece)
+            return response.status_code, response.headers, b"".join(pieces)
 
     async def _chat(self, client: httpx.AsyncClient, request: Request) -> Completion:
         params = request.params
@@ -153,79 +233,171 @@ class OpenAIEngine(EngineBase):
             body["repetition_penalty"] = params.repetition_penalty
             body["repeat_penalty"] = params.repetition_penalty
         url = f"{self.base_url}/chat/completions"
+        status, headers, raw = await self._post(client, url, body)
+        if status in RETRYABLE_STATUS:
+            raise RequestFailed(f"{url}: HTTP {status}", _retry_after(headers))
+        if status != 200:
+            text = raw[:4096].decode("utf-8", "replace")
+            raise EngineError(f"{url}: HTTP {status}: {_brief(text)}")
         try:
-            response = await client.post(url, json=body)
-        except httpx.TimeoutException:
-            raise RequestFailed(f"{url}: timed out") from None
-        except httpx.TransportError as exc:
-            raise RequestFailed(f"{url}: {type(exc).__name__}") from None
-        if response.status_code in RETRYABLE_STATUS:
-            raise RequestFailed(
-                f"{url}: HTTP {response.status_code}", _retry_after(response.headers)
-            )
-        if response.status_code != 200:
-            raise EngineError(f"{url}: HTTP {response.status_code}: {_brief(response.text)}")
-        try:
-            data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-            usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise RequestFailed(f"{url}: malformed response") from None
-        return Completion(
-            text=text,
-            n_tokens=int(usage.get("completion_tokens") or 0),
-            finish_reason=choice.get("finish_reason") or "stop",
-        )
+            data = json.loads(raw)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise RequestFailed(f"{url}: malformed response (not JSON)") from None
+        return _parse_chat(url, data)
 
     def close(self) -> None:
         """Nothing held between calls."""
 
+    # -- token counting ------------------------------------------------------------
+
     def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
         """Counted by the server's tokenizer where it offers an endpoint for it
         (vLLM's `/tokenize`, llama-cpp-python's `/extras/tokenize`); None otherwise,
-        and the build keeps the server's usage count for the uncleaned completion."""
-        return [self._tokenizer_count(t) for t in texts]
+        and the build keeps the server's usage count for the uncleaned completion.
+        An answer without a token list is a counted fallback (`tokenizer_fallbacks`)."""
+        if not texts or self._tokenize_route is None:
+            return [None] * len(texts)
+        return asyncio.run(self._count_all(texts))
 
     @cached_property
     def _tokenize_route(self) -> tuple[str, str] | None:
+        return asyncio.run(self._probe_tokenizer())
+
+    async def _probe_tokenizer(self) -> tuple[str, str] | None:
         root = self.base_url.removesuffix("/v1")
-        for url, field in ((f"{root}/tokenize", "prompt"), (f"{root}/extras/tokenize", "input")):
-            try:
-                response = httpx.post(
-                    url,
-                    json={"model": self.model_name, field: "probe", "add_special_tokens": False},
-                    headers=self._headers,
-                    timeout=10,
-                )
-            except httpx.HTTPError:
-                continue
-            if response.status_code == 200 and "tokens" in response.json():
-                return url, field
+        async with self._client() as client:
+            for url, field in (
+                (f"{root}/tokenize", "prompt"),
+                (f"{root}/extras/tokenize", "input"),
+            ):
+                body = {"model": self.model_name, field: "probe", "add_special_tokens": False}
+                try:
+                    status, _, raw = await self._post(client, url, body)
+                except (RequestFailed, EngineError):
+                    continue
+                if status == 200 and _token_count(raw) is not None:
+                    return url, field
         return None
 
-    def _tokenizer_count(self, text: str) -> int | None:
-        if self._tokenize_route is None:
-            return None
+    async def _count_all(self, texts: Sequence[str]) -> list[int | None]:
+        limit = asyncio.Semaphore(self.concurrency)
+        async with self._client() as client:
+
+            async def one(text: str) -> int | None:
+                async with limit:
+                    return await self._count_one(client, text)
+
+            return list(await asyncio.gather(*(one(t) for t in texts)))
+
+    async def _count_one(self, client: httpx.AsyncClient, text: str) -> int | None:
+        assert self._tokenize_route is not None
         url, field = self._tokenize_route
         body = {"model": self.model_name, field: text, "add_special_tokens": False}
+        last = ""
         for attempt in range(self.retry.max_retries + 1):
             try:
-                response = httpx.post(url, json=body, headers=self._headers, timeout=30)
-                if response.status_code == 200:
-                    return len(response.json()["tokens"])
-            except httpx.HTTPError:
-                pass
-            time.sleep(self.retry.delay(attempt))
-        raise EngineError(f"{url}: tokenizer endpoint keeps failing")
+                status, _, raw = await self._post(client, url, body)
+            except RequestFailed as exc:
+                last = str(exc)
+            except EngineError:  # an answer over the size cap is not a count
+                return self._fallback()
+            else:
+                if status not in RETRYABLE_STATUS:
+                    count = _token_count(raw) if status == 200 else None
+                    return self._fallback() if count is None else count
+                last = f"{url}: HTTP {status}"
+            if attempt < self.retry.max_retries:
+                await asyncio.sleep(self.retry.delay(attempt))
+        raise EngineError(self.redact(f"{last}: the tokenizer endpoint keeps failing"))
+
+    def _fallback(self) -> None:
+        self.tokenizer_fallbacks += 1
+
+
+def _split_credentials(base_url: str, redact: Redactor) -> tuple[str, str, str]:
+    """The base URL without `user:password@`, and the credentials it carried."""
+    try:
+        parts = urlsplit(base_url)
+        valid = parts.scheme in {"http", "https"} and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        shown = Redactor._USERINFO.sub(r"\1[redacted]@", redact(base_url))
+        raise EngineError(f"--base-url: expected an http:// or https:// URL, got {shown!r}")
+    netloc = parts.netloc.rpartition("@")[2]
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    username, password = unquote(parts.username or ""), unquote(parts.password or "")
+    return clean.rstrip("/"), username, password
+
+
+def _parse_chat(url: str, data: Any) -> Completion:
+    """Check every field a document is made from; a reply that breaks the API's shape is
+    a recorded failure, never a traceback or a document built from garbage."""
+
+    def bad(what: str) -> EngineError:
+        return EngineError(f"{url}: malformed response: {what}")
+
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise bad("no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise bad("choices[0].message is not an object")
+    text = message.get("content")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise bad(f"message.content is {_json_kind(text)}, not text")
+    finish = choice.get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        raise bad(f"finish_reason is {_json_kind(finish)}, not text")
+    if finish in RETRYABLE_ENDS:
+        raise RequestFailed(f"{url}: the server ended the request with finish_reason {finish!r}")
+    usage = data.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        raise bad(f"usage is {_json_kind(usage)}, not an object")
+    tokens = usage.get("completion_tokens")
+    if tokens is None:
+        tokens = 0
+    if not is_int(tokens) or not 0 <= tokens <= MAX_USAGE_TOKENS:
+        raise bad(f"usage.completion_tokens is {_brief(repr(tokens), 40)}, not a token count")
+    # A natural end is `stop`; anything else that ended the text early (length, vLLM's
+    # `repetition`, a content filter) leaves it unfinished: treated as truncated.
+    return Completion(
+        text=text, n_tokens=tokens, finish_reason="stop" if finish in NATURAL_ENDS else "length"
+    )
+
+
+def _token_count(raw: bytes) -> int | None:
+    """The length of a tokenizer endpoint's `tokens` list, or None for any other answer."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    tokens = data.get("tokens") if isinstance(data, dict) else None
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _failed(error: str) -> Completion:
+    return Completion(text="", n_tokens=0, finish_reason="error", error=error)
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number"}
+    return names.get(type(value), "a number" if isinstance(value, float) else "a string")
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after")
     try:
-        return max(0.0, float(value)) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    return max(0.0, seconds) if seconds is not None and seconds == seconds else None
 
 
 def _brief(text: str, limit: int = 200) -> str:
