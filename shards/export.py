@@ -17,19 +17,21 @@ standard Hugging Face login and is handed to `HfApi` only.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from generator.errors import ShardError
 from generator.records import file_sha256
-from shards.format import read_batches
 from shards.inspect import BuildView, summarize
-from shards.writer import atomic_path, staged_folder
+from shards.manifest import Manifest
+from shards.writer import staged_folder
 
 FORMATS = ("parquet", "jsonl")
 UPLOAD_BATCH_FILES = 50
@@ -46,10 +48,36 @@ class CardOptions:
     language: str = "en"
 
 
+def validate_repo_id(repo_id: str) -> str:
+    """A Hub dataset id is ORG/NAME in the Hub's own alphabet; anything else (a path such
+    as `../evil`, spaces) is refused before any work is done."""
+    if len(repo_id) > 200 or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise ExportError(
+            f"--repo-id: {repo_id!r} is not ORG/NAME (letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit, no '..' or '--')"
+        )
+    return repo_id
+
+
+_REPO_ID = re.compile(
+    r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?", re.ASCII
+)
+
+
 def write_repository(view: BuildView, target: Path, fmt: str, card: CardOptions) -> list[Path]:
-    """Write the data files, mixing.json and README.md into `target`; returns the data files."""
+    """Write the data files, mixing.json and README.md into `target`; returns the data files.
+
+    `target` must be new or empty and outside the build; it appears complete or
+    not at all. A build with no rows is refused: its repository would not load.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if view.table.num_rows == 0:
+        raise ExportError(
+            f"{view.source}: 0 rows to export (every document was dropped; "
+            "`gen inspect --dropped` shows why)"
+        )
+    _refuse_inside_build(view, target)
     with staged_folder(target) as staging:
         (staging / "data").mkdir()
         files = _write_data(view, staging, fmt)
@@ -60,21 +88,26 @@ def write_repository(view: BuildView, target: Path, fmt: str, card: CardOptions)
     return [target / f["path"] for f in files]
 
 
+def _refuse_inside_build(view: BuildView, target: Path) -> None:
+    resolved = target.resolve()
+    for folder in {path.parent.resolve() for path in view.shard_paths}:
+        if resolved.is_relative_to(folder):
+            raise ExportError(f"{target}: inside the build folder {folder}; export elsewhere")
+
+
 def _write_data(view: BuildView, root: Path, fmt: str) -> list[dict[str, Any]]:
-    """One data file per shard; returns each file's rows and tokens (per family), taken
-    from the table just written so the shard is read once."""
-    total = len(view.shard_paths)
+    """One data file per shard, from the tables `open_build` already read and checked;
+    returns each file's rows and tokens (per family)."""
+    total = len(view.parts)
     files = []
-    for number, shard in enumerate(view.shard_paths):
+    for number, table in enumerate(view.parts):
         path = root / "data" / f"train-{number:05d}-of-{total:05d}.{fmt}"
-        table = pa.Table.from_batches(list(read_batches(shard)))
-        with atomic_path(path) as tmp:
-            if fmt == "parquet":
-                pq.write_table(table, tmp, compression="zstd")
-            else:
-                with tmp.open("w", encoding="utf-8") as handle:
-                    for row in table.to_pylist():
-                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if fmt == "parquet":
+            pq.write_table(table, path, compression="zstd")
+        else:
+            with path.open("w", encoding="utf-8") as handle:
+                for row in table.to_pylist():
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         grouped = table.group_by("family").aggregate([("n_tokens", "sum")])
         families = grouped.column("family").to_pylist()
         tokens = grouped.column("n_tokens_sum").to_pylist()
@@ -96,7 +129,7 @@ def _mixing_summary(view: BuildView, files: list[dict[str, Any]]) -> dict[str, A
     return {
         "rows": summary["rows"],
         "tokens": summary["tokens"],
-        "tokenizer": (summary["manifest"] or {}).get("model", {}).get("name"),
+        "tokenizer": summary["manifest"].model.get("name") if summary["manifest"] else None,
         "per_family": {
             name: {**figures, "token_share": round(figures["tokens"] / total, 6)}
             for name, figures in summary["per_family"].items()
@@ -118,15 +151,19 @@ def _size_category(rows: int) -> str:
     return next((name for bound, name in bounds if rows < bound), "n>1B")
 
 
+BUNDLED_MODEL_PREFIX = "SmolLM2-135M"
+
+
 def dataset_card(view: BuildView, fmt: str, card: CardOptions, mixing: dict[str, Any]) -> str:
-    manifest = view.manifest or {}
+    manifest = view.manifest
+    mix_name = manifest.mix.get("name") if manifest else None
     front = {
         "license": card.license,
         "language": [card.language],
         "task_categories": ["text-generation"],
         "tags": ["synthetic", "alignment", "ai-safety", "pretraining"],
         "size_categories": [_size_category(mixing["rows"])],
-        "pretty_name": (card.repo_id or manifest.get("mix", {}).get("name", "synthetic data")),
+        "pretty_name": card.repo_id or mix_name or "synthetic data",
         "configs": [
             {
                 "config_name": "default",
@@ -135,7 +172,7 @@ def dataset_card(view: BuildView, fmt: str, card: CardOptions, mixing: dict[str,
         ],
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
-    title = card.repo_id or manifest.get("mix", {}).get("name", "Synthetic alignment data")
+    title = card.repo_id or mix_name or "Synthetic alignment data"
     lines += [
         f"# {title}",
         "",
@@ -144,17 +181,19 @@ def dataset_card(view: BuildView, fmt: str, card: CardOptions, mixing: dict[str,
         "corrigible. Generated with alignment-datagen from Jinja scenario templates, then "
         "cleaned, deduplicated and scored.",
         "",
+        *_warnings(manifest),
         f"- rows: {mixing['rows']:,}",
         f"- tokens: {mixing['tokens']:,} (counted with the generating model's tokenizer)",
         "",
     ]
-    if not manifest:
+    if manifest is None:
         lines += [
             "No manifest accompanied these shards, so how they were made is not recorded.",
             "",
         ]
     else:
         lines += _provenance(manifest)
+        lines += _filters(manifest)
     lines += [
         "## Tokens per family",
         "",
@@ -163,27 +202,22 @@ def dataset_card(view: BuildView, fmt: str, card: CardOptions, mixing: dict[str,
     ]
     for name, figures in mixing["per_family"].items():
         lines.append(
-            f"| {name} | {figures['documents']:,} | {figures['tokens']:,} | "
+            f"| {_cell(name)} | {figures['documents']:,} | {figures['tokens']:,} | "
             f"{figures['token_share']:.1%} |"
         )
     lines.append("")
-    if manifest.get("diversity"):
-        lines += [
-            "## Diversity",
-            "",
-            "```json",
-            json.dumps(manifest["diversity"], indent=2),
-            "```",
-            "",
-        ]
-    if view.table.num_rows:
-        row = view.table.slice(0, 1).to_pylist()[0]
+    if manifest is not None and manifest.diversity:
+        lines += ["## Diversity", "", *_diversity(manifest.diversity)]
+    row = best_row(view.table)
+    if row is not None:
         sample = {
             k: (v[:600] + "..." if isinstance(v, str) and len(v) > 600 else v)
             for k, v in row.items()
         }
         lines += [
             "## A sample row",
+            "",
+            "The best-scored row (highest mean of its `score_*` columns):",
             "",
             "```json",
             json.dumps(sample, indent=2, ensure_ascii=False),
@@ -201,29 +235,188 @@ def dataset_card(view: BuildView, fmt: str, card: CardOptions, mixing: dict[str,
     return "\n".join(lines)
 
 
-def _provenance(manifest: dict[str, Any]) -> list[str]:
-    config = manifest.get("config", {})
-    counts = manifest.get("counts", {})
-    dropped = ", ".join(f"{n:,} {r}" for r, n in counts.get("dropped", {}).items()) or "none"
-    mix = manifest.get("mix", {}).get("name")
-    config_hash = manifest.get("config_hash", "")[:16]
-    templates = ", ".join(f"`{t}`" for t in manifest.get("templates", {}).values())
-    model = manifest.get("model", {})
-    digest = f" (sha256 `{model['sha256'][:16]}`)" if model.get("sha256") else ""
+def best_row(table: pa.Table) -> dict[str, Any] | None:
+    """The row a card shows: highest mean of its non-null `score_*` values, ties (and
+    tables without scores) broken by the smallest id; rows with no scores come last."""
+    if table.num_rows == 0:
+        return None
+    scores = [c for c in table.column_names if c.startswith("score_")]
+    if scores:
+        values = np.column_stack(
+            [table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in scores]
+        )
+        with np.errstate(all="ignore"):
+            counts = np.sum(~np.isnan(values), axis=1)
+            means = np.where(counts > 0, np.nansum(values, axis=1) / np.maximum(counts, 1), -np.inf)
+    else:
+        means = np.zeros(table.num_rows)
+    ids = np.array(table.column("id").to_pylist(), dtype=object)
+    best = min(range(table.num_rows), key=lambda i: (-means[i], ids[i]))
+    return table.slice(best, 1).to_pylist()[0]
+
+
+def _warnings(manifest: Manifest | None) -> list[str]:
+    if manifest is None:
+        return []
+    lines = []
+    model = str(manifest.model.get("name", ""))
+    if model.startswith(BUNDLED_MODEL_PREFIX):
+        lines += [
+            f"> **Warning: test-quality data.** These documents were written by `{model}`, the "
+            "135M-parameter model bundled to exercise the pipeline on a CPU. Expect incoherent "
+            "stories, chatter and contradictions; do not train on them. Generate with a capable "
+            "model (for example `--engine vllm --model Qwen/Qwen2.5-7B-Instruct`) for real use.",
+            "",
+        ]
+    for name, judge in _judges(manifest):
+        if not judge.get("drops_rows", False) and judge.get("reliable") is False:
+            lines += [
+                f"> **Note:** the `{name}` judge was unreliable on the labelled validation set "
+                f"(accuracy {_figure(judge.get('accuracy'))}) and dropped nothing; its scores "
+                f"are kept in `score_{name}`, but no row was removed for scoring low.",
+                "",
+            ]
+    return lines
+
+
+def _judges(manifest: Manifest) -> list[tuple[str, dict[str, Any]]]:
+    return [(str(k), v) for k, v in sorted(manifest.judges.items()) if isinstance(v, dict)]
+
+
+def _provenance(manifest: Manifest) -> list[str]:
+    config = manifest.config
+    counts = manifest.counts
+    mix = manifest.mix.get("name")
+    templates = ", ".join(f"`{t}`" for t in manifest.templates.values())
+    model = manifest.model
+    digest = f" (sha256 `{str(model['sha256'])[:16]}`)" if model.get("sha256") else ""
     return [
         "## How it was made",
         "",
-        f"- mix: `{mix}` (config hash `{config_hash}`)",
+        f"- mix: `{mix}` (config hash `{manifest.config_hash[:16]}`)",
         f"- templates: {templates}",
-        f"- engine: `{manifest.get('engine')}`, model: `{model.get('name')}`{digest}",
-        f"- seed: {manifest.get('seed')}",
+        f"- engine: `{manifest.engine}`, model: `{model.get('name')}`{digest}",
+        f"- seed: {manifest.seed}",
         f"- sampling: `{json.dumps(config.get('sampling', {}))}`",
-        f"- filters and thresholds: `{json.dumps(config.get('filters', {}))}`",
-        f"- documents generated: {counts.get('generated', 0):,}; kept: {counts.get('kept', 0):,}; "
-        f"dropped: {dropped}",
-        f"- generator version: {manifest.get('package_version')}",
+        f"- documents generated: {_figure(counts.get('generated', 0))}; "
+        f"kept: {_figure(counts.get('kept', 0))}",
+        f"- generator version: {manifest.package_version}",
         "",
     ]
+
+
+def _filters(manifest: Manifest) -> list[str]:
+    """Every setting that decided which rows were kept, and what each one dropped."""
+    config = manifest.config
+    dropped = manifest.counts.get("dropped")
+    dropped = dropped if isinstance(dropped, dict) else {}
+    lines = ["## Filters and thresholds", ""]
+    filters = config.get("filters")
+    if isinstance(filters, dict):
+        lines += [f"- clean: `{k}` = {_value(v)}" for k, v in filters.items()]
+    stages = [s.get("stage") for s in manifest.stages if isinstance(s, dict)]
+    if "exact-dedup" in stages:
+        lines.append("- exact duplicates (same text after cleaning): removed")
+    dedup = config.get("dedup")
+    if isinstance(dedup, dict):
+        if dedup.get("enabled", True):
+            lines.append(
+                f"- near-duplicates: MinHash over word {dedup.get('ngram')}-grams, "
+                f"{dedup.get('num_perm')} permutations, removed at Jaccard similarity "
+                f">= {dedup.get('threshold')} (the first of each cluster is kept)"
+            )
+        else:
+            lines.append("- near-duplicates: not removed (dedup disabled)")
+    scores = config.get("scores")
+    if isinstance(scores, dict) and scores:
+        lines += ["", "| score | minimum |", "|---|---|"]
+        for name, minimum in scores.items():
+            rule = "scored only, nothing dropped" if minimum is None else f">= {_value(minimum)}"
+            lines.append(f"| `score_{_cell(name)}` | {rule} |")
+        lines.append("")
+    judge_minimums = config.get("judges")
+    judge_minimums = judge_minimums if isinstance(judge_minimums, dict) else {}
+    for name, judge in _judges(manifest):
+        minimum = judge.get("minimum", judge_minimums.get(name))
+        if judge.get("drops_rows"):
+            verdict = "reliable; rows below the minimum were dropped"
+        else:
+            verdict = "unreliable; dropped nothing (scores kept)"
+        lines.append(
+            f"- judge `{name}`: minimum {_value(minimum)}; validation accuracy "
+            f"{_figure(judge.get('accuracy'))}: {verdict}"
+        )
+    decontaminate = config.get("decontaminate")
+    if isinstance(decontaminate, dict):
+        digest = str(decontaminate.get("sha256", ""))[:16]
+        lines.append(
+            f"- decontamination: rows sharing a word {decontaminate.get('ngram')}-gram with any "
+            f"item of `{decontaminate.get('file')}` (sha256 `{digest}`) dropped: "
+            f"{_figure(dropped.get('contaminated', 0))}"
+        )
+    if manifest.leakage:
+        lines.append("- leakage gate (overlap with held-out eval items):")
+        lines += [f"  - {k}: {_value(v)}" for k, v in manifest.leakage.items()]
+    lines += ["", "Dropped, per reason:", ""]
+    if dropped:
+        lines += ["| reason | rows |", "|---|---:|"]
+        lines += [f"| {_cell(reason)} | {_figure(n)} |" for reason, n in dropped.items()]
+    else:
+        lines.append("none")
+    lines.append("")
+    return lines
+
+
+def _diversity(diversity: dict[str, Any]) -> list[str]:
+    """Scalars as a list, top-N lists as tables: a card is read, not parsed."""
+    lines: list[str] = []
+    tables: list[str] = []
+    for key, value in diversity.items():
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            tables += [f"**{key.replace('_', ' ')}**", "", "| text | documents | share |"]
+            tables.append("|---|---:|---:|")
+            for item in value:
+                tables.append(
+                    f"| {_cell(item.get('text', ''))} | {_figure(item.get('count'))} | "
+                    f"{_share(item.get('share'))} |"
+                )
+            tables.append("")
+        elif isinstance(value, dict):
+            lines.append(
+                f"- {key.replace('_', ' ')}: "
+                + ", ".join(f"{k} {_value(v)}" for k, v in value.items())
+            )
+        else:
+            lines.append(f"- {key.replace('_', ' ')}: {_value(value)}")
+    return [*lines, "", *tables]
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell: one line, no pipes, bounded."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text if len(text) <= 120 else text[:117].rsplit(" ", 1)[0] + " ..."
+
+
+def _share(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else _value(value)
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "missing" if value is None else _cell(value)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value)}`"
+    return _figure(value)
 
 
 # -- upload ---------------------------------------------------------------------------------
@@ -245,7 +438,21 @@ def upload_repository(folder: Path, repo_id: str, private: bool, api: Any) -> li
 
     Data files go in batches, one commit each, so a large export that is
     interrupted resumes at the first batch the repository does not yet hold.
+    A network or Hub failure is one line saying so, never a traceback.
     """
+    from huggingface_hub.errors import HTTPError  # the HTTP client's base error
+
+    try:
+        return _upload(folder, repo_id, private, api)
+    except (OSError, HTTPError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"upload to {repo_id} failed ({reason[:200]}); run the same command again to "
+            "resume: files already uploaded are skipped"
+        ) from None
+
+
+def _upload(folder: Path, repo_id: str, private: bool, api: Any) -> list[str]:
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     data = sorted(p.relative_to(folder).as_posix() for p in (folder / "data").iterdir())
     present = _already_uploaded(api, repo_id, folder, data)

@@ -8,11 +8,12 @@ from the data is HTML-escaped.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
-from shards.inspect import BuildView, Histogram
+from generator.errors import ShardError
+from shards.inspect import BuildView, Histogram, row_axes
+from shards.manifest import Manifest
 from shards.writer import atomic_path
 
 PALETTE = ["#3465a4", "#f57900", "#4e9a06", "#cc0000", "#75507b", "#c4a000", "#06989a"]
@@ -23,6 +24,15 @@ h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd; }
 td { vertical-align: top; }
+#samples { table-layout: fixed; }
+#samples col.meta { width: 11rem; } #samples col.doc { width: auto; }
+#samples td.doc { overflow-wrap: anywhere; }
+#samples td.doc pre { max-height: 28rem; overflow: auto; margin: .4rem 0; }
+dl.facts { display: grid; grid-template-columns: auto 1fr; gap: 0 .6rem; margin: 0; }
+dl.facts { font-size: .85rem; }
+dl.facts dt { color: #555; } dl.facts dd { margin: 0; font-variant-numeric: tabular-nums; }
+.missing { color: #999; }
+table.shares td.text { max-width: 40rem; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .plots { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 figure { margin: 0; } figcaption { font-size: .85rem; color: #555; }
@@ -44,13 +54,24 @@ document.getElementById('filter').addEventListener('input', function (event) {
 def write_report(
     path: Path, view: BuildView, summary: dict[str, Any], samples: list[dict[str, Any]]
 ) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(render_report(view, summary, samples), encoding="utf-8")
+    """Write the report atomically; a missing folder or an unwritable path is one line."""
+    if not path.parent.is_dir():
+        raise ShardError(f"{path}: the folder {path.parent} does not exist")
+    page = render_report(view, summary, samples)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
 
 
 def render_report(view: BuildView, summary: dict[str, Any], samples: list[dict[str, Any]]) -> str:
-    manifest = summary["manifest"] or {}
-    title = manifest.get("mix", {}).get("name") or ", ".join(p.name for p in view.shard_paths[:3])
+    manifest = summary["manifest"]
+    title = (manifest.mix.get("name") if manifest else None) or ", ".join(
+        p.name for p in view.shard_paths[:3]
+    )
+    if view.dropped:
+        title = f"{title}: dropped rows"
     families = summary["per_family"]
     plots = [
         _figure(
@@ -66,7 +87,7 @@ def render_report(view: BuildView, summary: dict[str, Any], samples: list[dict[s
         _overview(summary, manifest),
         '<h2>Plots</h2><div class="plots">' + "".join(plots) + "</div>",
         _diversity(summary["diversity"]),
-        _samples(samples),
+        _samples(view, samples),
     ]
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -80,20 +101,20 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _overview(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
+def _overview(summary: dict[str, Any], manifest: Manifest | None) -> str:
     rows = [("rows", f"{summary['rows']:,}"), ("tokens", f"{summary['tokens']:,}")]
-    if manifest:
+    if manifest is not None:
         rows += [
-            ("engine", manifest.get("engine", "")),
-            ("model", manifest.get("model", {}).get("name", "")),
-            ("seed", manifest.get("seed", "")),
-            ("templates", ", ".join(manifest.get("templates", {}).values())),
-            ("config hash", manifest.get("config_hash", "")[:16]),
+            ("engine", manifest.engine),
+            ("model", manifest.model.get("name", "")),
+            ("seed", manifest.seed),
+            ("templates", ", ".join(map(str, manifest.templates.values()))),
+            ("config hash", manifest.config_hash[:16]),
         ]
-        counts = manifest.get("counts", {})
-        rows.append(("generated", f"{counts.get('generated', 0):,}"))
+        generated = manifest.counts.get("generated")
+        rows.append(("generated", _number(generated)))
     if summary["dropped"] is not None:
-        dropped = ", ".join(f"{n:,} {reason}" for reason, n in summary["dropped"].items())
+        dropped = ", ".join(f"{_number(n)} {reason}" for reason, n in summary["dropped"].items())
         rows.append(("dropped", dropped or "none"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     family_rows = "".join(
@@ -163,45 +184,99 @@ def _histogram(hist: Histogram, width: int = 420, height: int = 160) -> str:
     return "".join(parts)
 
 
-def _svg_open(width: int, height: int) -> str:
-    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
-
-
 def _number(value: Any) -> str:
-    return format(value, ".3g") if isinstance(value, float) else str(value)
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return format(value, ".3g")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+MISSING = "\u2014"  # an em dash: the value is missing, not zero or "None"
 
 
 def _diversity(diversity: dict[str, Any] | None) -> str:
+    """Scalars in one table; each top-N list as a table whose shares are drawn as bars."""
     if not diversity:
         return "<h2>Diversity</h2><p>This build's manifest has no diversity figures.</p>"
-    rows = "".join(
-        f"<tr><th>{_e(key)}</th><td><pre>{_e(json.dumps(value, indent=1, ensure_ascii=False))}"
-        "</pre></td></tr>"
-        for key, value in diversity.items()
+    scalars, lists = [], []
+    for key, value in diversity.items():
+        label = key.replace("_", " ")
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            lists.append(_shares_table(label, value))
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}: {_number(v)}" for k, v in value.items())
+            scalars.append(f"<tr><th>{_e(label)}</th><td>{_e(text)}</td></tr>")
+        else:
+            scalars.append(
+                f'<tr><th>{_e(label)}</th><td class="num">{_e(_number(value))}</td></tr>'
+            )
+    return (
+        '<h2>Diversity</h2><table id="diversity" class="figures">'
+        + "".join(scalars)
+        + "</table>"
+        + "".join(lists)
     )
-    return f'<h2>Diversity</h2><table id="diversity">{rows}</table>'
 
 
-def _samples(samples: list[dict[str, Any]]) -> str:
+def _shares_table(label: str, items: list[dict[str, Any]], bar_width: int = 120) -> str:
+    rows = []
+    for item in items:
+        share = item.get("share")
+        width = bar_width * share if isinstance(share, (int, float)) else 0
+        bar = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{bar_width}" height="12" role="img">'
+            f'<rect x="0" y="1" width="{max(min(width, bar_width), 0):.1f}" height="10" '
+            f'fill="{PALETTE[0]}"></rect></svg>'
+        )
+        percent = f"{share:.1%}" if isinstance(share, (int, float)) else MISSING
+        rows.append(
+            f'<tr><td class="text">{_e(item.get("text", ""))}</td>'
+            f'<td class="num">{_e(_number(item.get("count")))}</td>'
+            f'<td class="num">{percent}</td><td>{bar}</td></tr>'
+        )
+    return (
+        f'<h3>{_e(label)}</h3><table class="shares"><thead><tr><th>text</th>'
+        '<th class="num">documents</th><th class="num">share</th><th></th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _samples(view: BuildView, samples: list[dict[str, Any]]) -> str:
+    """Facts in a narrow column, the document in a wide one that wraps and scrolls."""
     score_names = sorted({k for row in samples for k in row if k.startswith("score_")})
-    head = "".join(f'<th class="num">{_e(n)}</th>' for n in score_names)
     rows = []
     for row in samples:
-        scores = "".join(f'<td class="num">{_e(_number(row[n]))}</td>' for n in score_names)
-        axes = json.loads(row["axes"])
+        axes = row_axes(view, row)
         axes_text = "; ".join(
-            f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in axes.items()
+            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in axes.items()
         )
+        facts = [("id", row["id"][:12]), ("family", row["family"]), ("tokens", row["n_tokens"])]
+        if "drop_reason" in row:
+            facts.append(("dropped", row["drop_reason"]))
+        facts += [(name[6:], row.get(name)) for name in score_names]
+        facts_html = "".join(
+            f"<dt>{_e(k)}</dt>"
+            + (
+                f'<dd class="missing" title="missing">{MISSING}</dd>'
+                if v is None
+                else f"<dd>{_e(_number(v))}</dd>"
+            )
+            for k, v in facts
+        )
+        preview = " ".join(row["text"][:240].split())
         rows.append(
-            f"<tr><td><code>{_e(row['id'][:12])}</code></td><td>{_e(row['family'])}</td>"
-            f'<td class="num">{row["n_tokens"]:,}</td>{scores}<td><details><summary>'
-            f"{_e(row['text'][:160])}...</summary><pre>{_e(row['text'])}</pre>"
-            f"<p><b>axes</b> {_e(axes_text)}</p><pre>{_e(row['prompt'])}</pre></details></td></tr>"
+            f'<tr><td><dl class="facts">{facts_html}</dl></td><td class="doc"><details>'
+            f"<summary>{_e(preview)}...</summary><pre>{_e(row['text'])}</pre>"
+            f"<p><b>axes</b> {_e(axes_text)}</p><p><b>prompt</b></p>"
+            f"<pre>{_e(row['prompt'])}</pre></details></td></tr>"
         )
     return (
         f"<h2>Sample documents ({len(samples)})</h2>"
         '<input id="filter" type="search" placeholder="Filter the samples">'
-        '<table id="samples"><thead><tr><th>id</th><th>family</th>'
-        f'<th class="num">tokens</th>{head}<th>document</th></tr></thead>'
+        '<table id="samples"><colgroup><col class="meta"><col class="doc"></colgroup>'
+        "<thead><tr><th>facts</th><th>document (click to read)</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )

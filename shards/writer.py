@@ -92,15 +92,15 @@ def staged_folder(target: Path) -> Iterator[Path]:
     replaced. Missing parent folders are created and, if the block fails,
     removed again; nothing this function did not create is written or deleted.
     """
-    target = Path(os.path.abspath(target))
+    shown, target = target, Path(os.path.abspath(target))
     if Path.cwd().is_relative_to(target):
-        raise ShardError(f"{target}: is the current folder or holds it; name a new folder")
+        raise ShardError(f"{shown}: is the current folder or holds it; name a new folder")
     if target.is_symlink() or target.exists():
         if not target.is_dir() or target.is_symlink():
-            raise ShardError(f"{target}: exists and is not a folder; choose another folder")
+            raise ShardError(f"{shown}: exists and is not a folder; choose another folder")
         if any(target.iterdir()):
-            raise ShardError(f"{target}: exists and is not empty; choose another folder")
-    created = _make_parents(target)
+            raise ShardError(f"{shown}: exists and is not empty; choose another folder")
+    created = _make_parents(target, shown)
     done = False
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -112,7 +112,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
             if not done:
                 shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
-        raise ShardError(f"{target}: could not write ({_reason(exc)})") from None
+        raise ShardError(f"{shown}: could not write ({_reason(exc)})") from None
     finally:
         if not done:
             for folder in reversed(created):
@@ -120,12 +120,12 @@ def staged_folder(target: Path) -> Iterator[Path]:
                     folder.rmdir()
 
 
-def _make_parents(target: Path) -> list[Path]:
+def _make_parents(target: Path, shown: Path) -> list[Path]:
     """Create the missing folders above `target`, returning those created (outermost first)."""
     missing = [p for p in reversed(target.parents) if not p.is_dir()]
     for folder in missing:
         if folder.exists() or folder.is_symlink():
-            raise ShardError(f"{target}: {folder} is a file, not a folder")
+            raise ShardError(f"{shown}: {folder} is a file, not a folder")
     created: list[Path] = []
     try:
         for folder in missing:
@@ -135,7 +135,7 @@ def _make_parents(target: Path) -> list[Path]:
         for folder in reversed(created):
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        raise ShardError(f"{target}: cannot create {folder} ({_reason(exc)})") from None
+        raise ShardError(f"{shown}: cannot create {folder} ({_reason(exc)})") from None
     return created
 
 
