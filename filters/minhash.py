@@ -225,3 +225,67 @@ class NearDuplicateIndex:
         self.keys.append(key)
         self.signatures.append(signature)
         return self.keys[min(matches)] if matches else None
+
+
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The (bands, rows per band) that datasketch's `MinHashLSH` picks for a threshold,
+    so band-based candidate search finds exactly the candidates its index would."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit hash per band of each signature, shape (documents, bands).
+
+    Two documents are LSH candidates when any band's values are all equal; a 64-bit
+    hash of the band stands for its values (a false collision only adds a candidate,
+    which the similarity check then rejects, so results never change).
+    """
+    n = signatures.shape[0]
+    out = np.empty((n, bands), dtype=np.uint64)
+    weights = _powers(np.uint64(0x9E3779B97F4A7C15), rows)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            block = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
+            out[:, band] = _mix64((block * weights).sum(axis=1, dtype=np.uint64))
+    return out
+
+
+def candidate_pairs(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (earlier, later) of row positions that share a band value.
+
+    Sorting each band column groups equal values; only groups of two or more make
+    pairs, so the work grows with the number of near-duplicates, not with n**2.
+    """
+    firsts: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    for column in bands.T:
+        order = np.argsort(column, kind="stable")
+        values = column[order]
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        sizes = np.diff(np.r_[starts, values.size])
+        for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+            members = np.sort(order[start : start + size])
+            a, b = np.triu_indices(size, k=1)
+            firsts.append(members[a])
+            seconds.append(members[b])
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    pairs = np.unique(np.stack([np.concatenate(firsts), np.concatenate(seconds)]), axis=1)
+    return pairs[0], pairs[1]
+
+
+def earliest_duplicates(
+    first: np.ndarray, second: np.ndarray, similar: np.ndarray, n: int
+) -> np.ndarray:
+    """For each row, the earliest earlier row it really resembles, or -1: the rule
+    `NearDuplicateIndex.add` applies one document at a time, decided for all at once."""
+    result = np.full(n, -1, dtype=np.int64)
+    first, second = first[similar], second[similar]
+    order = np.lexsort((first, second))  # by later row, then earliest match first
+    first, second = first[order], second[order]
+    lead = np.r_[True, second[1:] != second[:-1]]
+    result[second[lead]] = first[lead]
+    return result

@@ -1,57 +1,119 @@
-"""Build orchestration: plan, generate in checkpointed chunks, filter, write shards.
+"""A build: its specification, its identity, and how it runs in one process.
 
-The output folder holds the shards and `manifest.json`, plus a `.work/` folder
-with the lock and the raw generation checkpoints:
+A build is plan -> tasks -> merge. Planning is free (every document is a pure
+function of mix, templates, seed and index). Task `rank` of `world_size`
+(`generator/task.py`) generates, cleans, scores, judges and MinHashes the
+chunks the fixed chunk grid gives it, checkpointing each chunk. The merge
+(`generator/merge.py`) reads every task's checkpoints in index order, removes
+exact and near duplicates across all of them, applies the thresholds, and
+writes the shards and the manifest. Executors (`generator/executors/`) only
+decide where tasks run; `Build.run()` runs the one task and the merge here.
 
-    OUT/shard-00000.arrow ...   cleaned, deduplicated documents
-    OUT/manifest.json           written last: its presence means "complete"
-    OUT/.work/lock              held (flock) while a build runs
-    OUT/.work/state.json        the generation key the checkpoints belong to
-    OUT/.work/chunks/chunk-<first>-<end>.arrow
-                                raw completions for documents [first, end)
-
-Every document is a pure function of (mix, templates, seed, index, engine,
-model), so generation can stop anywhere and resume by generating only the
-indices that no checkpoint covers; filtering and sharding then run over all
-checkpoints in index order and give exactly what an uninterrupted run gives.
+So a build split into any number of tasks, killed and resumed anywhere, gives
+the same shards as one process: the tasks' work depends only on indices, and
+the merge's order is the index order.
 """
 
 from __future__ import annotations
 
-import fcntl
+import dataclasses
 import hashlib
 import json
 import os
 import random
-import re
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from filters.clean import Clean
-from filters.decontam import DecontamConfig, Decontaminate
-from filters.dedup import ExactDedup, NearDedup
-from filters.diversity import Diversity
-from filters.judges import RUBRICS, Judge, JudgeEval, JudgeScorer, evaluate, validation_digest
-from filters.scorers import Score
-from filters.stage import Drop, Stage, run_pipeline
+from filters.decontam import DecontamConfig
+from filters.judges import RUBRICS
 from generator import __version__
-from generator.engines import Engine, Request, SamplingParams
-from generator.errors import BuildError
-from generator.mix import Mix
+from generator.checkpoints import (
+    WORK,
+    claim_folder,
+    locked,
+    read_json,
+    require_owned,
+    write_json_nofollow,
+)
+from generator.engines import Engine, EngineConfig, create_engine
+from generator.errors import BuildError, GenError
+from generator.mix import Mix, load_mix
 from generator.prompts import TemplateLibrary, derive_seed
 from generator.records import Document
-from shards.format import read_documents
-from shards.writer import write_arrow_atomic, write_json_atomic, write_shards
+from shards.manifest import MANIFEST, read_manifest
 
-MANIFEST = "manifest.json"
-NEAR_DUPLICATES = "near-duplicates.json"
-MANIFEST_FORMAT = "alignment-datagen/manifest@1"
-_CHUNK_NAME = re.compile(r"^chunk-(\d{9})-(\d{9})\.arrow$")
+SPEC = "build.json"
+STATE = "state.json"
+BUNDLED_JUDGE_NOTE = (
+    "note: the bundled 135M model cannot judge (it scores 0.21 on the labelled passages); "
+    "judges are off for this build. Ask for them with --judges alignment, or judge with a "
+    "real model: --judge-engine openai --base-url ... or --judge-engine vllm --judge-model ..."
+)
+
+
+class Progress:
+    """Receives a build's progress; silent by default. The CLI draws bars and lines from it.
+
+    Every phase is announced, and generation advances per document where the
+    engine reports per document, so the screen is never quiet for long.
+    """
+
+    def phase(self, name: str, total: int | None = None, done: int = 0) -> None:
+        """A new phase begins (`loading model`, `generating`, `validating judges`,
+        `merging`...), with `total` items of which `done` are already done."""
+
+    def advance(self, items: int = 1, tokens: int = 0) -> None:
+        """`items` more of the current phase are done, with `tokens` generated tokens."""
+
+    def note(self, message: str) -> None:
+        """Something the user should read (a warning or a hint)."""
+
+    def close(self) -> None:
+        """The build ended, normally or not."""
+
+
+class PrintNotes(Progress):
+    """The quiet default: nothing but notes, on stderr."""
+
+    def note(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything a task or the merge needs to rebuild the build in another process,
+    stored as `OUT/.work/build.json`. Paths are absolute."""
+
+    mix: str
+    templates_dir: str | None = None
+    limit: int | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    dedup: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
+    judge_engine: dict[str, Any] | None = None
+    judges: str | None = None
+    decontaminate: str | None = None
+    decontaminate_ngram: int = 13
+    chunk_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, out: Path) -> BuildSpec:
+        require_owned(out)
+        data = read_json(out / WORK / SPEC)
+        if not isinstance(data, dict):
+            raise BuildError(f"{out / WORK / SPEC}: missing or unreadable build spec")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise BuildError(f"{out / WORK / SPEC}: malformed build spec ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -59,19 +121,6 @@ class BuildResult:
     manifest: dict[str, Any]
     generated_now: int
     already_complete: bool
-
-
-class Progress:
-    """Receives generation progress; silent by default. The CLI draws a bar from it."""
-
-    def start(self, total: int, done: int) -> None:
-        """`total` documents planned, `done` of them already checkpointed."""
-
-    def advance(self, docs: int, tokens: int) -> None:
-        """A chunk of `docs` documents and `tokens` generated tokens was checkpointed."""
-
-    def close(self) -> None:
-        """Generation ended, normally or not."""
 
 
 def plan_document(mix: Mix, library: TemplateLibrary, index: int) -> Document:
@@ -93,28 +142,85 @@ def plan_document(mix: Mix, library: TemplateLibrary, index: int) -> Document:
 
 @dataclass
 class Build:
+    """One build's resolved configuration and folder. Engines are created on first use,
+    so the merge (which never calls a model) never loads one."""
+
     mix: Mix
     library: TemplateLibrary
-    engine: Engine
     out: Path
+    engine_config: EngineConfig = field(default_factory=EngineConfig)
     limit: int | None = None
     chunk_size: int | None = None
     decontaminate: DecontamConfig | None = None
-    judge_engine: Engine | None = None
-    progress: Progress = field(default_factory=Progress)
-    warn: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr))
+    judge_engine_config: EngineConfig | None = None
+    judges: str | None = None
+    engine_instance: Engine | None = None
+    judge_engine_instance: Engine | None = None
+    progress: Progress = field(default_factory=PrintNotes)
+    warn: Callable[[str], None] | None = None
+    spec: BuildSpec | None = None
 
     def __post_init__(self) -> None:
-        self.work = self.out / ".work"
+        self.work = self.out / WORK
         self.chunks = self.work / "chunks"
         self.documents = min(self.mix.documents, self.limit or self.mix.documents)
-        self.chunk_size = self.chunk_size or self.engine.default_chunk_size
+        if self.warn is None:
+            self.warn = self.progress.note
 
-    # -- identity -----------------------------------------------------------------
+    # -- engines --------------------------------------------------------------------
+
+    @cached_property
+    def engine(self) -> Engine:
+        return self.engine_instance or create_engine(self.engine_config)
+
+    @cached_property
+    def judge_engine(self) -> Engine:
+        if self.judge_engine_instance is not None:
+            return self.judge_engine_instance
+        if self.judge_engine_config is None:
+            return self.engine
+        return create_engine(self.judge_engine_config)
+
+    def close(self) -> None:
+        for name in ("judge_engine", "engine"):
+            engine = self.__dict__.pop(name, None)
+            if engine is not None:
+                engine.close()
+
+    @cached_property
+    def active_judges(self) -> dict[str, float | None]:
+        """The judges this build runs: the mix's, or `--judges`; none on the bundled model
+        unless asked for by name, since it cannot judge and validation costs minutes."""
+        if self.judges == "none":
+            return {}
+        if self.judges:
+            names = [n.strip() for n in self.judges.split(",") if n.strip()]
+            unknown = [n for n in names if n not in RUBRICS]
+            if unknown:
+                known = ", ".join(sorted(RUBRICS))
+                raise BuildError(f"--judges: unknown judge '{unknown[0]}' (known: {known})")
+            return {n: self.mix.judges.minimums.get(n) for n in names}
+        minimums = dict(self.mix.judges.minimums)
+        if minimums and self._judge_is_bundled():
+            self.warn(BUNDLED_JUDGE_NOTE)
+            return {}
+        return minimums
+
+    def _judge_is_bundled(self) -> bool:
+        config = self.judge_engine_config or self.engine_config
+        if self.judge_engine_instance is not None or self.engine_instance is not None:
+            engine = self.judge_engine_instance or self.engine_instance
+            return engine.name == "llamacpp" and engine.model.name.startswith("SmolLM2-135M")
+        return config.kind in ("auto", "llamacpp") and config.model is None
+
+    # -- identity -------------------------------------------------------------------
+
+    def resolved_chunk_size(self) -> int:
+        return self.chunk_size or self.engine.default_chunk_size
 
     def generation_key(self) -> str:
         """What each document's text depends on; checkpoints are valid only under it."""
-        return _digest(
+        return digest(
             {
                 "families": self.mix.families,
                 "seed": self.mix.seed,
@@ -125,317 +231,222 @@ class Build:
             }
         )
 
-    def config_hash(self, generation_key: str) -> str:
-        """Everything the finished shards depend on: generation plus filtering and sharding."""
-        return _digest({"generation": generation_key, "config": self.resolved_config()})
+    def processing_key(self) -> str:
+        """What a task's per-chunk processing depends on (cleaning, the scorers, the
+        MinHash shingles and permutations, the judges and their model); thresholds are
+        applied by the merge, so changing one never reprocesses a chunk."""
+        judges = sorted(self.active_judges)
+        judge = self.judge_engine if judges else None
+        return digest(
+            {
+                "filters": dataclasses.asdict(self.mix.filters),
+                "scores": sorted(self.mix.scores.minimums),
+                "minhash": [self.mix.dedup.ngram, self.mix.dedup.num_perm],
+                "judges": [f"{n}@{RUBRICS[n].version}" for n in judges],
+                "judge_model": [judge.name, judge.model.name, judge.model.sha256]
+                if judge
+                else None,
+                "package": __version__,
+            }
+        )[:16]
 
     def resolved_config(self) -> dict[str, Any]:
         config = self.mix.to_dict()
         config["documents"] = self.documents
+        config["judges"] = dict(sorted(self.active_judges.items()))
         if self.decontaminate is not None:
             config["decontaminate"] = self.decontaminate.describe()
-        if self.mix.judges.minimums:
-            judge = self.judge_engine or self.engine
-            config["judge"] = {
-                "engine": judge.name,
-                "model": [judge.model.name, judge.model.sha256],
-            }
         return config
 
-    # -- running --------------------------------------------------------------------
+    # -- preparing the folder ----------------------------------------------------------
 
-    def run(self) -> BuildResult:
-        # Everything that can be wrong with the input fails here, before any write.
-        self._decontaminate = Decontaminate(self.decontaminate) if self.decontaminate else None
-        key = self.generation_key()  # renders templates, hashes the model
-        config_hash = self.config_hash(key)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            manifest = self._existing_manifest()
-            if manifest and manifest.get("config_hash") == config_hash:
-                return BuildResult(manifest, generated_now=0, already_complete=True)
-            self._claim(key)
-            generated = self._generate_missing()
-            manifest = self._finalize(key, config_hash)
-            return BuildResult(manifest, generated_now=generated, already_complete=False)
+    def validate(self) -> None:
+        """Everything that can be wrong with the input fails here, before any write:
+        templates render for a sample of indices, the model file opens, the eval files
+        for decontamination parse, the judges exist."""
+        for index in range(min(self.documents, 8)):
+            plan_document(self.mix, self.library, index)
+        if self.decontaminate is not None:
+            from filters.decontam import Decontaminate
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.chunks.mkdir(parents=True, exist_ok=True)
-        lock_path = self.work / "lock"
-        with lock_path.open("a+") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise BuildError(
-                    f"{self.out}: another build is writing to this folder (pid {holder}); "
-                    "wait for it or choose another --out"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            self._remove_orphaned_temporaries()
-            yield
+            Decontaminate(self.decontaminate)
+        validate_model = getattr(self.engine, "validate", None)
+        if validate_model is not None:
+            validate_model()
+        self.active_judges  # noqa: B018 - raises on an unknown judge name
 
-    def _remove_orphaned_temporaries(self) -> None:
-        """Temporary files of a killed build; safe to delete once we hold the lock."""
-        for folder in (self.out, self.chunks):
-            for path in folder.glob(".*.tmp-*"):
-                path.unlink(missing_ok=True)
-
-    def _existing_manifest(self) -> dict[str, Any] | None:
-        path = self.out / MANIFEST
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None  # rewritten by this build's finalize
-
-    def _claim(self, key: str) -> None:
-        """Refuse to mix checkpoints of two different configurations in one folder."""
-        state_path = self.work / "state.json"
-        if state_path.exists():
-            try:
-                state = json.loads(state_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                raise BuildError(
-                    f"{state_path}: unreadable build state; delete the folder"
-                ) from None
-            if state.get("generation_key") != key:
-                raise BuildError(
-                    f"{self.out}: holds a build with a different mix, templates, seed, sampling "
-                    "or model; choose another --out or delete the folder"
-                )
-        else:
-            write_json_atomic(state_path, {"generation_key": key})
-
-    def _covered(self) -> set[int]:
-        covered: set[int] = set()
-        for path in self.chunks.iterdir():
-            match = _CHUNK_NAME.match(path.name)
-            if match:
-                covered.update(range(int(match[1]), int(match[2])))
-        return covered
-
-    def _generate_missing(self) -> int:
-        """Generate every planned document no checkpoint covers; returns how many were asked for.
-
-        Requests that failed for good are not checkpointed, so the next run asks
-        for them again; until then the build stops short of writing shards.
-        """
-        covered = self._covered()
-        missing = [i for i in range(self.documents) if i not in covered]
-        failures: dict[int, str] = {}
-        self.progress.start(self.documents, self.documents - len(missing))
-        try:
-            for run in _contiguous_runs(missing, self.chunk_size):
-                failures.update(self._generate_chunk(run))
-        finally:
-            self.progress.close()
-        failures_path = self.work / "failures.json"
-        if failures:
-            write_json_atomic(failures_path, {str(i): e for i, e in sorted(failures.items())})
-            first = min(failures)
-            raise BuildError(
-                f"{self.out}: {len(failures)} of {len(missing)} documents failed after retries "
-                f"(document {first}: {failures[first]}); run the same command again to retry "
-                f"them (all failures: {failures_path})"
-            )
-        failures_path.unlink(missing_ok=True)
-        return len(missing)
-
-    def _generate_chunk(self, indices: Sequence[int]) -> dict[int, str]:
-        """Generate and checkpoint one chunk; returns the failed documents' errors."""
-        planned = [plan_document(self.mix, self.library, i) for i in indices]
-        requests = [Request(doc.prompt, _with_seed(self.mix.sampling, doc.seed)) for doc in planned]
-        completions = self.engine.generate(requests)
-        sampling = self.mix.sampling.to_dict()
-        done: dict[int, Document] = {}
-        failures: dict[int, str] = {}
-        for doc, c in zip(planned, completions, strict=True):
-            if c.error is not None:
-                failures[doc.index] = c.error
-                continue
-            done[doc.index] = doc.replace(
-                text=c.text,
-                n_tokens=c.n_tokens,
-                finish_reason=c.finish_reason,
-                model=self.engine.model.name,
-                engine=self.engine.name,
-                sampling={**sampling, "seed": doc.seed},
-            )
-        # Checkpoint names state their index range, so failures split a chunk in runs.
-        for run in _contiguous_runs(sorted(done), len(indices)):
-            name = f"chunk-{run[0]:09d}-{run[-1] + 1:09d}.arrow"
-            write_arrow_atomic(self.chunks / name, [done[i] for i in run])
-        self.progress.advance(len(done), sum(d.n_tokens for d in done.values()))
-        return failures
-
-    def _raw_documents(self) -> Iterator[Document]:
-        paths = sorted(p for p in self.chunks.iterdir() if _CHUNK_NAME.match(p.name))
-        for doc in read_documents(paths):
-            if doc.index < self.documents:
-                yield doc
-
-    def _finalize(self, key: str, config_hash: str) -> dict[str, Any]:
-        (self.out / MANIFEST).unlink(missing_ok=True)
-        judges = [self._judge(name, m) for name, m in sorted(self.mix.judges.minimums.items())]
-        counter = CountTokens(self.engine)
-        near = NearDedup(self.mix.dedup) if self.mix.dedup.enabled else None
-        stages: list[Stage] = [
-            Clean(self.mix.filters),
-            ExactDedup(),
-            *([near] if near else []),
-            Score(self.mix.scores),
-            *([self._decontaminate] if self._decontaminate else []),
-            *judges,  # last of the filters: each costs a model call per document
-            counter,
-        ]
-        tally, diversity = Tally(), Diversity()
-        kept = diversity.run(tally.run(run_pipeline(self._raw_documents(), stages)))
-        shards = write_shards(kept, self.out, self.mix.shards)
-        self._remove_stale_shards({s.path for s in shards})
-        dropped = Counter[str]()
-        for stage in stages:
-            dropped.update(stage.stats.dropped)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "package_version": __version__,
-            "mix": {"name": self.mix.name, "ref": self.mix.source, "sha256": self.mix.sha256},
-            "config": self.resolved_config(),
-            "config_hash": config_hash,
-            "generation_key": key,
-            "seed": self.mix.seed,
+    def prepare(self) -> dict[str, Any]:
+        """Validate, claim the folder, and record the spec and the generation state that
+        every task and the merge check themselves against. Returns the state."""
+        self.validate()
+        generation_key = self.generation_key()  # renders templates, hashes the model
+        state = {
+            "generation_key": generation_key,
+            "processing_key": self.processing_key(),
+            "config_hash": digest({"generation": generation_key, "config": self.resolved_config()}),
             "engine": self.engine.name,
             "model": {"name": self.engine.model.name, "sha256": self.engine.model.sha256},
-            "templates": {
-                name: self.library.family(name).ref for name in sorted(self.mix.families)
-            },
-            "counts": {
-                "planned": self.documents,
-                "generated": stages[0].stats.seen,
-                "kept": tally.rows,
-                "dropped": dict(sorted(dropped.items())),
-            },
-            "stages": [stage.stats.to_dict() for stage in stages],
-            "documents_per_family": dict(sorted(tally.documents.items())),
-            "tokens": {
-                "total": sum(tally.tokens.values()),
-                "per_family": dict(sorted(tally.tokens.items())),
-                "counted_with": "model tokenizer"
-                if counter.uncounted == 0
-                else f"engine usage before cleaning for {counter.uncounted} rows",
-            },
-            "shards": [s.__dict__ for s in shards],
-            "diversity": diversity.report(),
-            "judges": {
-                stage.scorer.name: {
-                    **stage.evaluation.to_dict(),
-                    "minimum": stage.minimum,
-                    "drops_rows": stage.reliable and stage.minimum is not None,
-                    "unparsed_in_build": stage.scorer.failures,
-                }
-                for stage in judges
-            },
+            "documents": self.documents,
+            "chunk_size": self.resolved_chunk_size(),
+            "reproducibility": reproducibility(self.engine),
         }
-        if near is not None:
-            write_json_atomic(self.out / NEAR_DUPLICATES, near.duplicate_of)
-            manifest["near_duplicates"] = {"file": NEAR_DUPLICATES, "count": len(near.duplicate_of)}
-        write_json_atomic(self.out / MANIFEST, manifest)
-        return manifest
-
-    def _judge(self, name: str, minimum: float | None) -> Judge:
-        """A judge stage, trusted to drop rows only if it passes the validation set."""
-        engine = self.judge_engine or self.engine
-        evaluation = self._evaluate(name, engine)
-        if not evaluation.reliable:
-            self.warn(
-                f"warning: the {name} judge ({engine.name}, {engine.model.name}) scored "
-                f"{evaluation.accuracy:.2f} on the validation set (needs 0.80): its scores are "
-                "kept but no rows are dropped on them"
+        claim_folder(self.out)
+        existing = read_json(self.work / STATE)
+        if existing is not None and (
+            not isinstance(existing, dict) or existing.get("generation_key") != generation_key
+        ):
+            raise BuildError(
+                f"{self.out}: holds a build with a different mix, templates, seed, sampling "
+                "or model; choose another --out or delete the folder"
             )
-        return Judge(JudgeScorer(RUBRICS[name], engine), minimum, evaluation)
+        if existing and existing.get("chunk_size") and self.chunk_size is None:
+            state["chunk_size"] = existing["chunk_size"]  # keep the grid a resumed build began
+        self.chunk_size = state["chunk_size"]
+        if self.spec is not None:
+            spec = dataclasses.replace(self.spec, chunk_size=state["chunk_size"])
+            _write_if_changed(self.work / SPEC, spec.to_dict())
+        _write_if_changed(self.work / STATE, state)
+        self.state = state
+        return state
 
-    def _evaluate(self, name: str, engine: Engine) -> JudgeEval:
-        """Judge accuracy on the labelled passages, cached per judge, model and set version."""
-        rubric = RUBRICS[name]
-        key = "|".join(
-            [
-                f"{name}@{rubric.version}",
-                engine.name,
-                engine.model.name,
-                engine.model.sha256,
-                validation_digest(),
-            ]
+    def complete_manifest(self) -> dict[str, Any] | None:
+        """The manifest of a finished build of exactly this configuration, if there is one."""
+        path = self.out / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            manifest = read_manifest(path)
+        except GenError:
+            return None
+        if manifest.config_hash != self.state["config_hash"]:
+            return None
+        return manifest.to_dict()
+
+    # -- running in this process ------------------------------------------------------
+
+    def run(self) -> BuildResult:
+        """Prepare, run the one task and the merge here, holding the folder's lock."""
+        from generator.merge import merge_build
+        from generator.task import execute_task
+
+        try:
+            self.prepare()
+            with locked(self.work / "lock", str(self.out)):
+                manifest = self.complete_manifest()
+                if manifest is not None:
+                    return BuildResult(manifest, generated_now=0, already_complete=True)
+                result = execute_task(self, rank=0, world_size=1)
+                manifest = merge_build(self, execution={"executor": "in-process", "tasks": 1})
+                return BuildResult(
+                    manifest, generated_now=result.generated_now, already_complete=False
+                )
+        finally:
+            self.progress.close()
+
+    # -- from a folder ------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: BuildSpec, out: Path, progress: Progress | None = None) -> Build:
+        library = TemplateLibrary(Path(spec.templates_dir) if spec.templates_dir else None)
+        mix = load_mix(spec.mix, library).with_overrides(
+            seed=spec.seed, max_tokens=spec.max_tokens, dedup=spec.dedup
         )
-        path = self.work / "judge-eval.json"
-        cache = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        if key not in cache:
-            cache[key] = evaluate(rubric, engine).to_dict()
-            write_json_atomic(path, cache)
-        fields = {k: v for k, v in cache[key].items() if k not in {"accuracy", "reliable"}}
-        return JudgeEval(**fields)
+        engine_config = EngineConfig(**spec.engine)
+        workers = os.environ.get("GEN_WORKERS")
+        if workers and engine_config.workers is None and workers.isdigit():
+            engine_config = dataclasses.replace(engine_config, workers=int(workers))
+        return cls(
+            mix=mix,
+            library=library,
+            out=out,
+            engine_config=engine_config,
+            limit=spec.limit,
+            chunk_size=spec.chunk_size,
+            decontaminate=DecontamConfig(Path(spec.decontaminate), spec.decontaminate_ngram)
+            if spec.decontaminate
+            else None,
+            judge_engine_config=EngineConfig(**spec.judge_engine) if spec.judge_engine else None,
+            judges=spec.judges,
+            progress=progress or PrintNotes(),
+            spec=spec,
+        )
 
-    def _remove_stale_shards(self, keep: set[str]) -> None:
-        for path in self.out.glob("shard-*.arrow"):
-            if path.name not in keep:
-                path.unlink()
-
-
-class CountTokens(Stage):
-    """Recount tokens after cleaning, with the generating model's own tokenizer."""
-
-    name = "count-tokens"
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self.engine = engine
-        self.uncounted = 0
-
-    def process(self, doc: Document) -> Document | Drop:
-        (count,) = self.engine.count_tokens([doc.text])
-        if count is None:  # the engine cannot count: keep its usage figure for the raw text
-            self.uncounted += 1
-            return doc
-        return doc.replace(n_tokens=count)
-
-
-class Tally:
-    """Per-family rows and tokens of what reaches the shards."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.documents: Counter[str] = Counter()
-        self.tokens: Counter[str] = Counter()
-
-    def run(self, docs: Iterator[Document]) -> Iterator[Document]:
-        for doc in docs:
-            self.rows += 1
-            self.documents[doc.family] += 1
-            self.tokens[doc.family] += doc.n_tokens
-            yield doc
+    @classmethod
+    def from_folder(cls, out: Path, progress: Progress | None = None) -> Build:
+        """The build recorded in `out` (by `gen build` before any task ran)."""
+        build = cls.from_spec(BuildSpec.load(out), out, progress)
+        state = read_json(build.work / STATE)
+        if not isinstance(state, dict) or "generation_key" not in state:
+            raise BuildError(f"{build.work / STATE}: missing or unreadable build state")
+        build.state = state
+        build.chunk_size = state["chunk_size"]
+        return build
 
 
-def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:
-    return SamplingParams(**{**params.to_dict(), "seed": seed})
+def _write_if_changed(path: Path, data: dict[str, Any]) -> None:
+    """Rewrite a record only when it changes, so re-running a finished build touches nothing."""
+    if read_json(path) != json.loads(json.dumps(data)):
+        write_json_nofollow(path, data)
 
 
-def _contiguous_runs(indices: Sequence[int], size: int) -> Iterator[list[int]]:
-    """Split sorted indices into runs of consecutive numbers, at most `size` long,
-    so each chunk file names its range exactly."""
-    run: list[int] = []
-    for index in indices:
-        if run and (index != run[-1] + 1 or len(run) == size):
-            yield run
-            run = []
-        run.append(index)
-    if run:
-        yield run
+def reproducibility(engine: Engine) -> dict[str, Any]:
+    """What the engine promises about a document's text across chunk sizes, kills and
+    resumes; recorded in the manifest and said by `gen build`."""
+    report = getattr(engine, "reproducibility", None)
+    if callable(report):
+        report = report()
+    if isinstance(report, dict):
+        return report
+    if engine.name == "llamacpp":
+        return {
+            "mode": "per-document seed, fresh KV cache",
+            "guarantee": "same text for any chunk size, task count, kill and resume (tested)",
+        }
+    return {
+        "mode": "per-document seed",
+        "guarantee": "as reproducible as the engine or server makes it; resumed documents "
+        "may differ from an uninterrupted run",
+    }
 
 
-def _digest(data: Any) -> str:
+def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def report_summary(out: Path, result: BuildResult) -> str:
+    """The one line `gen build` prints on stdout, plus a loud warning when one reason
+    dropped most documents (the mix probably misfired)."""
+    manifest = result.manifest
+    counts = manifest["counts"]
+    if result.already_complete:
+        return f"{out}: already complete ({counts['kept']} rows); nothing to do"
+    dropped = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
+    line = (
+        f"{out}: {counts['kept']} of {counts['generated']} documents kept "
+        f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s) "
+        f"by {manifest['engine']} on {manifest['model']['name']}; dropped: {dropped}"
+    )
+    return "\n".join([line, *misfire_warnings(manifest)])
+
+
+def misfire_warnings(manifest: dict[str, Any]) -> list[str]:
+    counts = manifest["counts"]
+    generated = counts.get("generated") or 0
+    if not generated:
+        return []
+    warnings = []
+    for reason, n in counts["dropped"].items():
+        if n / generated <= 0.5:
+            continue
+        hint = {
+            "truncated": "raise max_tokens (now "
+            f"{manifest['config'].get('sampling', {}).get('max_tokens')}) or set "
+            "filters.drop_truncated: false",
+            "too-short": "lower filters.min_words or ask for longer documents",
+            "near-duplicate": "the templates or the seed pools repeat: check gen templates stats",
+        }.get(reason, "check this filter's minimum in the mix")
+        warnings.append(
+            f"warning: {n} of {generated} documents ({n / generated:.0%}) were dropped as "
+            f"{reason}: {hint}"
+        )
+    return warnings

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from generator.cli.common import (
     templates_option,
     user_errors,
 )
+from generator.cli.progress import progress_display
 from generator.engines import EngineConfig, create_engine
 
 
@@ -61,7 +60,12 @@ from generator.engines import EngineConfig, create_engine
     type=click.IntRange(min=1),
     help="Documents generated between checkpoints  [default: the engine's]",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--judges",
+    help="Judges to run, comma-separated, or 'none'  [default: the mix's; none on the "
+    "bundled model, which cannot judge]",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @user_errors
 def build(
     mix_ref: str,
@@ -77,6 +81,7 @@ def build(
     decontaminate: Path | None,
     decontaminate_ngram: int,
     chunk_size: int | None,
+    judges: str | None,
     quiet: bool,
 ) -> None:
     """Render prompts, generate documents, clean and deduplicate them, write shards.
@@ -91,75 +96,36 @@ def build(
       gen build --mix alignment-stories --engine openai --base-url http://gpu1:8000/v1 \\
           --model served-model-name --concurrency 64
     """
-    from filters.decontam import DecontamConfig
-    from generator.build import Build
-    from generator.mix import load_mix
-    from generator.prompts import TemplateLibrary
+    from generator.build import Build, BuildSpec, report_summary
 
-    library = TemplateLibrary(templates_dir)
-    mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens, dedup=dedup)
-    engine = create_engine(engine_config)
-    judge = None
-    if judge_engine or judge_model:
-        kind = judge_engine or engine_config.kind
-        judge = create_engine(dataclasses.replace(engine_config, kind=kind, model=judge_model))
-    job = Build(
-        mix=mix,
-        library=library,
-        engine=engine,
-        out=out or DEFAULT_OUT / mix.name,
+    spec = BuildSpec(
+        mix=str(Path(mix_ref).resolve()) if Path(mix_ref).is_file() else mix_ref,
+        templates_dir=str(templates_dir.resolve()) if templates_dir else None,
         limit=limit,
+        seed=seed,
+        max_tokens=max_tokens,
+        dedup={k: v for k, v in dedup.items() if v is not None},
+        engine=dataclasses.asdict(engine_config),
+        judge_engine=dataclasses.asdict(
+            dataclasses.replace(
+                engine_config, kind=judge_engine or engine_config.kind, model=judge_model
+            )
+        )
+        if (judge_engine or judge_model)
+        else None,
+        judges=judges,
+        decontaminate=str(decontaminate.resolve()) if decontaminate else None,
+        decontaminate_ngram=decontaminate_ngram,
         chunk_size=chunk_size,
-        decontaminate=DecontamConfig(decontaminate, decontaminate_ngram) if decontaminate else None,
-        judge_engine=judge,
-        progress=_progress_bar(quiet),
-        warn=lambda message: click.echo(message, err=True),
     )
+    job = Build.from_spec(spec, out=out or Path("."), progress=progress_display(quiet))
+    if out is None:
+        job = dataclasses.replace(job, out=DEFAULT_OUT / job.mix.name)
     try:
         result = job.run()
     finally:
-        engine.close()
-        if judge is not None:
-            judge.close()
-    manifest = result.manifest
-    counts = manifest["counts"]
-    if result.already_complete:
-        click.echo(f"{job.out}: already complete ({counts['kept']} rows); nothing to do")
-        return
-    dropped = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
-    click.echo(
-        f"{job.out}: {counts['kept']} of {counts['generated']} documents kept "
-        f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s) "
-        f"by {manifest['engine']} on {manifest['model']['name']}; dropped: {dropped}"
-    )
-
-
-def _progress_bar(quiet: bool) -> Any:
-    """A tqdm bar on stderr (documents, tokens per second, ETA), or silence."""
-    from generator.build import Progress
-
-    if quiet:
-        return Progress()
-
-    class Bar(Progress):
-        def start(self, total: int, done: int) -> None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total, initial=done, unit="doc", desc="generating", file=sys.stderr
-            )
-            self.tokens, self.t0 = 0, time.monotonic()
-
-        def advance(self, docs: int, tokens: int) -> None:
-            self.tokens += tokens
-            elapsed = max(time.monotonic() - self.t0, 1e-9)
-            self.bar.set_postfix_str(f"{self.tokens / elapsed:.1f} tok/s", refresh=False)
-            self.bar.update(docs)
-
-        def close(self) -> None:
-            self.bar.close()
-
-    return Bar()
+        job.close()
+    click.echo(report_summary(job.out, result))
 
 
 @click.command("judge-eval")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,28 @@ class LlamaCppEngine(EngineBase):
     def model(self) -> ModelInfo:
         return ModelInfo(name=self.model_path.name, sha256=file_sha256(self.model_path))
 
-    def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        if self.workers == 1:
-            return [self._local.generate(r) for r in requests]
-        return self._pool.map(_worker_generate, requests, chunksize=1)
+    def generate(
+        self,
+        requests: Sequence[Request],
+        on_result: Callable[[int, Completion], None] | None = None,
+    ) -> list[Completion]:
+        """Completions in request order; `on_result(k, completion)` as each one finishes,
+        so progress moves per document rather than per chunk."""
+        results = (
+            (self._local.generate(r) for r in requests)
+            if self.workers == 1
+            else self._pool.imap(_worker_generate, requests, chunksize=1)
+        )
+        completions: list[Completion] = []
+        for k, completion in enumerate(results):
+            completions.append(completion)
+            if on_result is not None:
+                on_result(k, completion)
+        return completions
+
+    def validate(self) -> None:
+        """Open the model's vocabulary, so a broken file fails before a build writes."""
+        self._vocab  # noqa: B018
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._vocab.count_tokens(texts)
@@ -252,12 +271,14 @@ def _die_with_parent() -> None:
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """llama.cpp prints model-loading chatter to fd 2 from C, even with verbose=False."""
+    """llama.cpp prints model-loading chatter to fd 2 from C, even with verbose=False, and
+    llama-cpp-python's log callback prints some of it through Python's sys.stderr."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 2)
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
