@@ -106,6 +106,19 @@ def to_batch(docs: Sequence[Document]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=schema_for(names))
 
 
+def to_dropped_batch(
+    rows: Sequence[tuple[Document, str]], score_names: Iterable[str]
+) -> pa.RecordBatch:
+    """Dropped documents with their reasons, every row carrying every `score_<name>`
+    column of the build (null where the row was dropped before that scorer ran)."""
+    names = sorted(score_names)
+    docs = [doc.replace(scores={n: doc.scores.get(n) for n in names}) for doc, _ in rows]
+    empty = [pa.array([], f.type) for f in schema_for(names)]
+    columns = list(to_batch(docs).columns) if docs else empty
+    columns.insert(len(SCHEMA), pa.array([reason for _, reason in rows], pa.string()))
+    return pa.RecordBatch.from_arrays(columns, schema=schema_for(names, dropped=True))
+
+
 def from_batch(batch: pa.RecordBatch) -> Iterator[Document]:
     for row in batch.to_pylist():
         yield Document(

@@ -438,6 +438,8 @@ def _is_null(node: ast.AST) -> bool:
 
 
 def _operand(node: ast.AST, expression: str, schema: pa.Schema) -> Any:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+        raise WhereError(f"--where: use and / or instead of & / | in {expression!r}")
     if _is_null(node):
         raise WhereError(
             f"--where: test for null with 'is null' or 'is not null' in {expression!r}"

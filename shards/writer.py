@@ -14,19 +14,20 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from generator.errors import ShardError
 from generator.records import Document, file_sha256
 from generator.validators import is_int
-from shards.format import OUTPUT_FORMATS, SCHEMA, schema_for, to_batch
+from shards.format import OUTPUT_FORMATS, SCHEMA, schema_for, to_batch, to_dropped_batch
 
 BATCH_ROWS = 256
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def write_arrow_atomic(path: Path, docs: Iterable[Document]) -> int:
     return rows
 
 
-def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
+def _batches(docs: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
     for doc in docs:
         batch.append(doc)
         if len(batch) == size:
@@ -186,22 +187,59 @@ def write_shards(docs: Iterable[Document], folder: Path, config: ShardConfig) ->
     return shards
 
 
-def _bounded_groups(docs: Iterable[Document], config: ShardConfig) -> Iterator[Iterator[Document]]:
+def write_dropped_shards(
+    rows: Iterable[tuple[Document, str]],
+    folder: Path,
+    config: ShardConfig,
+    score_names: Iterable[str],
+) -> list[ShardInfo]:
+    """Keep what a build dropped, with why, in `folder/dropped/shard-00000.arrow`, ...
+
+    Same columns as the shards plus `drop_reason`, within the same bounds, so
+    `gen inspect OUT --dropped` reads them like kept rows. Each ShardInfo's path
+    is relative to `folder` (`dropped/shard-00000.arrow`), as the manifest lists it.
+    """
+    names = sorted(score_names)
+    target = folder / DROPPED_FOLDER
+    target.mkdir(exist_ok=True)
+    shards: list[ShardInfo] = []
+    for number, group in enumerate(_bounded_groups(rows, config, text=lambda row: row[0].text)):
+        path = target / f"shard-{number:05d}.arrow"
+        count = 0
+        with (
+            atomic_path(path) as tmp,
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_stream(sink, schema_for(names, dropped=True)) as writer,
+        ):
+            for batch in _batches(group, BATCH_ROWS):
+                writer.write_batch(to_dropped_batch(batch, names))
+                count += len(batch)
+        relative = f"{DROPPED_FOLDER}/{path.name}"
+        shards.append(ShardInfo(relative, count, path.stat().st_size, file_sha256(path)))
+    return shards
+
+
+DROPPED_FOLDER = "dropped"
+
+
+def _bounded_groups(
+    docs: Iterable[T], config: ShardConfig, text: Callable[[T], str] = lambda doc: doc.text
+) -> Iterator[Iterator[T]]:
     """Lazily cut the stream into groups, each kept under the shard bounds.
 
     A group is consumed before the next one is produced, so only one shard's
     documents are in flight at a time.
     """
     iterator = iter(docs)
-    pending: list[Document] = []
+    pending: list[T] = []
 
-    def group() -> Iterator[Document]:
+    def group() -> Iterator[T]:
         size = rows = 0
         while True:
             doc = pending.pop() if pending else next(iterator, None)
             if doc is None:
                 return
-            doc_bytes = len(doc.text.encode("utf-8"))
+            doc_bytes = len(text(doc).encode("utf-8"))
             if rows and (size + doc_bytes > config.max_bytes or rows + 1 > config.max_rows):
                 pending.append(doc)
                 return

@@ -152,8 +152,9 @@ def _render_summary(summary: dict[str, Any], paths: tuple[Path, ...], dropped: b
     return "\n".join(lines)
 
 
-def _diversity_lines(diversity: dict[str, Any], width: int = 64) -> list[str]:
-    """Figures one per line, top-N lists as small tables, every line whole."""
+def _diversity_lines(diversity: dict[str, Any], width: int = 62) -> list[str]:
+    """Figures one per line, top-N lists as small tables, every line whole and within
+    80 columns."""
     measured = diversity.get("documents_measured")
     head = f"diversity (of {measured:,} documents):" if isinstance(measured, int) else "diversity:"
     figures, tables = [head], []
