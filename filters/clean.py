@@ -83,7 +83,7 @@ _META = r"""(?:the|your|this)\s+(?:prompt|instructions)\s+(?:asks|asked|says|sai
     | word\s+count\s*(?:[:(]|of\b|is\b)
     | (?:this|the)\s+(?:story|document|report|piece|narrative|text)\s+(?:is|was)\s+(?:written
         |generated|designed|crafted)\s+(?:to|for|as|in\s+response)
-    | note\s*:\s*(?:this|the)\s+(?:story|document|report|piece|text|narrative)\s+(?:is|was
+    | note:\s*(?:this|the)\s+(?:story|document|report|piece|text|narrative)\s+(?:is|was
         |incorporates|includes|uses|features)"""
 _REFUSAL_ANYWHERE = r"""as\s+an\s+ai\s+(?:language\s+model|assistant)
     | as\s+a\s+(?:large\s+)?language\s+model
@@ -103,11 +103,70 @@ _REFUSAL = re.compile(
 )
 _SEPARATOR = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")
 
-# Detectors for what is left after stripping, over lowercased text with speech removed.
+# Detectors for what is left after stripping, over lowercased text with speech removed
+# and whitespace collapsed. Each runs only near its triggers, found at C speed: every
+# match of a pattern contains one of its triggers, and ordinary prose holds few of them.
 _KINDS_LOWER = {
-    "offer": re.compile(rf"\b(?:{_OFFER})", re.VERBOSE),
-    "meta": re.compile(rf"\b(?:{_META})", re.VERBOSE),
-    "refusal": re.compile(rf"\b(?:{_REFUSAL_ANYWHERE})", re.VERBOSE),
+    "offer": (
+        re.compile(rf"\b(?:{_OFFER})", re.VERBOSE),
+        (
+            "anything else",
+            "let me know",
+            "feel free",
+            "would you like me",
+            "hope this",
+            "hope that",
+            "hope it ",
+            "hope you",
+            "if you'd like",
+            "if you would like",
+            "can also",
+            "happy to",
+            "glad to",
+            "delighted to",
+            "pleased to",
+        ),
+    ),
+    "meta": (
+        re.compile(rf"\b(?:{_META})", re.VERBOSE),
+        (
+            "prompt",
+            "instructions",
+            "the request",
+            "your request",
+            "requirements",
+            "as requested",
+            "included",
+            "incorporated",
+            "woven",
+            "wove",
+            "made sure",
+            "i used",
+            "i've used",
+            "i have used",
+            "i added",
+            "i've added",
+            "i have added",
+            "required words",
+            "requested words",
+            "given words",
+            "specified words",
+            "word count",
+            "is written",
+            "was written",
+            "is generated",
+            "was generated",
+            "is designed",
+            "was designed",
+            "is crafted",
+            "was crafted",
+            "note:",
+        ),
+    ),
+    "refusal": (
+        re.compile(rf"\b(?:{_REFUSAL_ANYWHERE})", re.VERBOSE),
+        ("as an ai", "language model", "sorry", "cannot", "can't", "won't", "unable"),
+    ),
 }
 _PLACEHOLDER_LOWER = re.compile(
     r"<(?:name|company|organi[sz]ation|date|place|location|your\s+name)>|\[insert\b"
@@ -124,11 +183,11 @@ _PRAISE = re.compile(
         (?:prompt|request))""",
     re.MULTILINE | re.VERBOSE,
 )
+_PRAISE_TRIGGERS = ("prompt", "request", "premise", "task", "assignment", "question")
 # Quoted speech, and transcript lines after a speaker label ("HOST:", "Dr. Osei:", "Q:").
-_SPEECH = re.compile(
-    r"\"[^\"\n]{0,3000}\"|“[^”]{0,3000}”|‘[^’\n]{0,600}’"
-    r"|^[ \t]*(?!Note\b|NB\b|P\.?S\b)[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}:[^\n]*",
-    re.MULTILINE,
+_QUOTED = re.compile(r"\"[^\"\n]{0,3000}\"|“[^”]{0,3000}”|‘[^’\n]{0,600}’")
+_SPEAKER_LINE = re.compile(
+    r"^[ \t]*(?!Note\b|NB\b|P\.?S\b)[A-Z][\w.'’-]*(?: [A-Z][\w.'’-]*){0,3}:[^\n]*", re.MULTILINE
 )
 
 
@@ -174,13 +233,40 @@ def chatter_kinds(text: str) -> list[str]:
     preamble = _PREAMBLE.match(text[:600].replace("’", "'"))
     if preamble and preamble.group(0).strip():
         kinds.append("preamble")
-    prose = _SPEECH.sub(" ", text).replace("’", "'").lower()
-    if _PRAISE.search(prose):
+    prose = _QUOTED.sub(" ", text)
+    if ":" in prose:
+        prose = _SPEAKER_LINE.sub(" ", prose)
+    prose = prose.replace("’", "'").lower()
+    if any(word in prose for word in _PRAISE_TRIGGERS) and _PRAISE.search(prose):
         kinds.append("praise")
-    kinds.extend(kind for kind, pattern in _KINDS_LOWER.items() if pattern.search(prose))
-    if _PLACEHOLDER_LOWER.search(text.lower()) or _PLACEHOLDER_CASED.search(text):
+    flat = " ".join(prose.split())
+    kinds.extend(kind for kind, (rx, triggers) in _KINDS_LOWER.items() if _near(rx, flat, triggers))
+    if _has_placeholder(text):
         kinds.append("placeholder")
     return kinds
+
+
+def _near(pattern: re.Pattern[str], prose: str, triggers: tuple[str, ...]) -> bool:
+    """Search only around each trigger: a match never spans more than a few hundred
+    characters, and most texts hold few triggers, so this beats scanning the whole text.
+    `prose` has its whitespace collapsed, so a trigger such as "let me know" is found
+    whatever spacing the text used."""
+    for trigger in triggers:
+        at = prose.find(trigger)
+        while at != -1:
+            # A match is under 200 characters and holds a trigger, so this window holds
+            # every match around any trigger from `at` to `at + 100`.
+            if pattern.search(prose, max(0, at - 200), at + 300):
+                return True
+            at = prose.find(trigger, at + 100)
+    return False
+
+
+def _has_placeholder(text: str) -> bool:
+    if ("<" in text or "[" in text) and _PLACEHOLDER_LOWER.search(text.lower()):
+        return True
+    marked = "[" in text or "XYZ" in text or "ABC" in text
+    return marked and _PLACEHOLDER_CASED.search(text) is not None
 
 
 def is_refusal(text: str) -> bool:
