@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,142 @@ def ray_cluster(tmp_path_factory) -> Iterator[object]:
             else:
                 os.environ[key] = value
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# -- the small build the executor tests run -----------------------------------------------
+
+# One short family and loose filters: every document is kept, so comparing shards
+# compares real rows, and a task of two 12-token documents takes seconds.
+MINI_FAMILY = """\
+version: 1
+template: note.j2
+axes:
+  topic: [a lighthouse, a river, a library, a garden, an old bridge, a night train]
+  mood: [calm, tense, hopeful]
+"""
+MINI_TEMPLATE = "Write two {{ mood }} sentences about {{ topic }}."
+MINI_MIX = """\
+name: mini
+documents: 50
+seed: 7
+families:
+  note: 1
+sampling:
+  temperature: 0.8
+  top_p: 0.95
+  max_tokens: 12
+scores:
+  quality: null
+  repetition: null
+  slop: null
+  chatter: null
+filters:
+  min_words: 2
+  drop_truncated: false
+shards:
+  max_rows: 2
+"""
+MINI_LIMIT = 6
+MINI_CHUNK = 1
+
+
+@dataclass(frozen=True)
+class MiniBuild:
+    """The mix and template folder every executor test builds from (the same files, so
+    manifests can be compared), and how to prepare an output folder for it."""
+
+    mix: Path
+    templates: Path
+
+    def build_args(self, out: Path, *extra: str) -> list[str]:
+        return [
+            "build",
+            "--mix",
+            str(self.mix),
+            "--templates",
+            str(self.templates),
+            "--out",
+            str(out),
+            "--limit",
+            str(MINI_LIMIT),
+            "--chunk-size",
+            str(MINI_CHUNK),
+            "--engine",
+            "llamacpp",
+            "--quiet",
+            *extra,
+        ]
+
+    def spec(self) -> Any:
+        import dataclasses
+
+        from generator.build import BuildSpec
+        from generator.engines import EngineConfig
+
+        return BuildSpec(
+            mix=str(self.mix),
+            templates_dir=str(self.templates),
+            limit=MINI_LIMIT,
+            chunk_size=MINI_CHUNK,
+            engine=dataclasses.asdict(EngineConfig(kind="llamacpp")),
+        )
+
+    def prepare(self, out: Path) -> Path:
+        """What `gen build` does before it hands OUT to an executor."""
+        from generator.build import Build
+
+        build = Build.from_spec(self.spec(), out)
+        try:
+            build.prepare()
+        finally:
+            build.close()
+        return out
+
+    def run_in_process(self, out: Path) -> Path:
+        """The single-process build every sharded build must equal."""
+        from generator.build import Build
+
+        build = Build.from_spec(self.spec(), out)
+        try:
+            build.run()
+        finally:
+            build.close()
+        return out
+
+
+def write_mini(root: Path) -> MiniBuild:
+    (root / "templates" / "families").mkdir(parents=True, exist_ok=True)
+    (root / "templates" / "families" / "note.yaml").write_text(MINI_FAMILY)
+    (root / "templates" / "families" / "note.j2").write_text(MINI_TEMPLATE)
+    (root / "mini.yaml").write_text(MINI_MIX)
+    return MiniBuild(root / "mini.yaml", root / "templates")
+
+
+def build_fingerprint(out: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """sha256 of every shard file, and the manifest without its executor fields: what
+    must be equal between a sharded build and the single-process one."""
+    import hashlib
+    import json
+
+    shards = {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("shard-*.arrow"))
+        if ".work" not in p.parts
+    }
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.pop("execution", None)
+    return shards, manifest
+
+
+@pytest.fixture(scope="session")
+def mini(tmp_path_factory) -> MiniBuild:
+    return write_mini(Path(tmp_path_factory.mktemp("mini")))
+
+
+@pytest.fixture(scope="session")
+def single_process(mini: MiniBuild, tmp_path_factory) -> tuple[dict[str, str], dict[str, Any]]:
+    """The reference: the mini build in one process, as `gen build` runs it by default."""
+    out = mini.run_in_process(Path(tmp_path_factory.mktemp("single")) / "out")
+    fingerprint = build_fingerprint(out)
+    assert fingerprint[1]["counts"]["kept"] > 0, "the reference build kept no rows"
+    return fingerprint

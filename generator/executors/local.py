@@ -72,6 +72,16 @@ def visible_gpus() -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+def task_process_environment(
+    base: Any, gpus: list[str], cpus: list[int], gpus_per_task: int
+) -> dict[str, str]:
+    """A task's environment: its own GPUs only, and its CPU share as its engine's workers."""
+    env = {**base, **task_environment(len(cpus) or None), "PYTHONUNBUFFERED": "1"}
+    if gpus_per_task:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    return env
+
+
 def task_command(out: Path, rank: int, world_size: int) -> list[str]:
     return [
         sys.executable,
@@ -156,9 +166,7 @@ class LocalExecutor:
         cpus: list[int],
         config: ExecutorConfig,
     ) -> subprocess.Popen:
-        env = {**os.environ, **task_environment(len(cpus) or None), "PYTHONUNBUFFERED": "1"}
-        if config.gpus_per_task:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        env = task_process_environment(os.environ, gpus, cpus, config.gpus_per_task)
         log = task_log(out, rank, world_size).open("ab")
 
         def pin() -> None:

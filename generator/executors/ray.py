@@ -41,8 +41,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_ray_task(out: str, rank: int, world_size: int, cpus: int | None) -> dict[str, Any]:
-    """What one Ray task runs (module level, so workers import it by name)."""
+def run_ray_task(out: str, rank: int, world_size: int, cpus: int) -> dict[str, Any]:
+    """What one Ray task runs (module level, so workers import it by name). The engine gets
+    as many workers as Ray reserved CPUs for the task."""
     import dataclasses
 
     from generator.task import run_task
@@ -96,10 +97,7 @@ class RayExecutor:
             retry_exceptions=False,
             name="gen-task",
         )
-        pending = {
-            remote.remote(str(out), rank, config.tasks, config.cpus_per_task): rank
-            for rank in ranks
-        }
+        pending = {remote.remote(str(out), rank, config.tasks, cpus): rank for rank in ranks}
         follower = HeartbeatFollower(out, config.tasks, progress)
         failures: dict[int, str] = {}
         try:
