@@ -312,6 +312,7 @@ class _Filters:
                 **evaluation,
                 "minimum": minimum,
                 "drops_rows": reliable and minimum is not None,
+                "unparsed_in_build": 0,
             }
             names.append(f"judge-{name}")
         self.stats = [StageStats(n) for n in names]
@@ -347,7 +348,7 @@ class _Filters:
         if self.decontaminate:
             verdicts.append(self.decontaminate.process)
         for name in sorted(self.build.active_judges):
-            verdicts.append(lambda d, n=name: _minimums(d, {n: self.judge_minimums.get(n)}))
+            verdicts.append(lambda d, n=name: self._judged(d, n))
         for verdict in verdicts:
             stats = next(steps)
             stats.seen += 1
@@ -358,6 +359,11 @@ class _Filters:
             stats.kept += 1
             doc = result
         return doc
+
+    def _judged(self, doc: Document, name: str) -> Document | Drop:
+        if doc.scores.get(name) is None:
+            self.judge_report[name]["unparsed_in_build"] += 1
+        return _minimums(doc, {name: self.judge_minimums.get(name)})
 
     def _near(self, doc: Document) -> Document | Drop:
         original = self.plan.near_duplicate_of.get(doc.index)

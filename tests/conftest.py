@@ -15,6 +15,17 @@ from tests.helpers import TINY_MIX, build_args, write
 LIMIT = 6
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """Judge validations are cached per user across builds; the tests get their own cache
+    (in the environment, so builds in subprocesses use it too)."""
+    import os
+
+    cache = tmp_path_factory.mktemp("user-cache")
+    os.environ["GEN_CACHE_DIR"] = str(cache)
+    return cache
+
+
 @pytest.fixture
 def tiny_mix(tmp_path: Path) -> Path:
     return write(tmp_path / "tiny.yaml", TINY_MIX.format(max_tokens=24, max_rows=2))

@@ -79,7 +79,9 @@ def test_unknown_judge_is_a_usage_error(runner):
     assert "--judges: unknown judge 'beauty'" in result.output
 
 
-def judged_build(tmp_path: Path, judge, minimum: float | None = 6) -> tuple[dict, list[str]]:
+def judged_build(
+    tmp_path: Path, judge, minimum: float | None = 6, out: str = "out"
+) -> tuple[dict, list[str]]:
     """A fast build (vLLM double for generation) judged for alignment by `judge`."""
     mix_path = write(tmp_path / "mix.yaml", TINY_MIX.format(max_tokens=64, max_rows=100))
     library = TemplateLibrary()
@@ -90,18 +92,21 @@ def judged_build(tmp_path: Path, judge, minimum: float | None = 6) -> tuple[dict
     Build(
         mix=mix,
         library=library,
-        engine=engine,
-        out=tmp_path / "out",
+        out=tmp_path / out,
+        engine_instance=engine,
+        judge_engine_instance=judge,
         limit=6,
-        judge_engine=judge,
         warn=warnings.append,
     ).run()
-    return json.loads((tmp_path / "out" / "manifest.json").read_text()), warnings
+    return json.loads((tmp_path / out / "manifest.json").read_text()), warnings
 
 
 @pytest.fixture
-def vllm_double(monkeypatch):
+def vllm_double(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "doubles"))
+    # The oracle double answers differently per test under one model name, so each test
+    # gets its own judge-validation cache (a real model's accuracy is one fact).
+    monkeypatch.setenv("GEN_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def test_a_reliable_judge_drops_rows_below_its_minimum(tmp_path, vllm_double):
@@ -115,7 +120,8 @@ def test_a_reliable_judge_drops_rows_below_its_minimum(tmp_path, vllm_double):
         verdict["reliable"] is True and verdict["drops_rows"] is True and verdict["accuracy"] == 1.0
     )
     assert warnings == []
-    assert manifest["config"]["judge"]["engine"] == "oracle-double"
+    assert manifest["config"]["judges"] == {"alignment": 6}
+    assert (verdict["engine"], verdict["model"]) == ("oracle-double", "oracle")
 
 
 def test_an_unreliable_judge_warns_and_drops_nothing_but_keeps_its_scores(tmp_path, vllm_double):
@@ -141,14 +147,19 @@ def test_an_unreliable_judge_warns_and_drops_nothing_but_keeps_its_scores(tmp_pa
     assert rows and all(r["score_alignment"] == 3.0 for r in rows)
 
 
-def test_judge_evaluations_are_cached_per_model(tmp_path, vllm_double):
+def test_judges_are_never_asked_twice_and_validation_runs_once_per_model(tmp_path, vllm_double):
     judge = OracleJudgeEngine("SCORE: 9")
-    judged_build(tmp_path, judge)
-    asked = len(judge.prompts)
-    (tmp_path / "out" / "manifest.json").unlink()  # force the final pass again
-    judged_build(tmp_path, judge)
+    manifest, _ = judged_build(tmp_path, judge)
     validation_items = len(validation_set()["alignment"])
-    assert len(judge.prompts) - asked < validation_items  # only the documents, not the set again
+    judged = next(s for s in manifest["stages"] if s["stage"] == "judge-alignment")["in"]
+    assert len(judge.prompts) >= validation_items + judged
+    asked = len(judge.prompts)
+    (tmp_path / "out" / "manifest.json").unlink()  # force the merge again
+    judged_build(tmp_path, judge)
+    assert len(judge.prompts) == asked  # verdicts come from the task's checkpoints
+    # Another build (another folder) on the same model: no validation run, only documents.
+    judged_build(tmp_path, judge, out="other")
+    assert asked < len(judge.prompts) < asked + validation_items
 
 
 def test_unparsed_judge_replies_are_null_scores_that_inspect_reports(tmp_path, vllm_double, runner):
@@ -159,5 +170,6 @@ def test_unparsed_judge_replies_are_null_scores_that_inspect_reports(tmp_path, v
     assert manifest["judges"]["alignment"]["unparsed_in_build"] == kept > 0
     result = runner.invoke(main, ["inspect", str(tmp_path / "out")])
     assert (
-        f"score_alignment    {kept} null (judge replies that could not be parsed)" in result.output
+        f"score_alignment    {kept} missing (judge replies that could not be parsed)"
+        in result.output
     )
