@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,24 +14,40 @@ from generator import engines
 from generator.build import plan_document
 from generator.cli import main
 from generator.engines import EngineConfig, Request, SamplingParams, create_engine, resolve_kind
+from generator.engines.vllm import VllmEngine, VllmOptions
+from generator.errors import EngineError
 from generator.mix import load_mix
 from generator.prompts import TemplateLibrary
-from generator.engines.vllm import VllmEngine, VllmOptions
 from shards.format import is_shard_schema
-from tests.helpers import build_args
+from tests.helpers import TINY_MIX, build_args, write
 
 DOUBLES = Path(__file__).parent / "doubles"
+# The helpers' tiny mix without judges (they would judge on the double's word salad)
+# and with scores kept but never dropping.
+NO_JUDGES = TINY_MIX.format(max_tokens=24, max_rows=2) + "judges: {}\nscores: {quality: null}\n"
+
+
+@pytest.fixture
+def tiny_mix(tmp_path: Path) -> Path:
+    return write(tmp_path / "tiny.yaml", NO_JUDGES)
 
 
 @pytest.fixture
 def vllm(monkeypatch):
-    """Put the vLLM double where `import vllm` finds it, with a clean call record."""
+    """Put the vLLM double where `import vllm` finds it, with a clean call record, no
+    VLLM_BATCH_INVARIANT in the environment and its batch-invariance module not yet
+    imported (vLLM reads the variable once, at that import)."""
     monkeypatch.syspath_prepend(str(DOUBLES))
     import vllm
 
     assert vllm.__version__.endswith("+double")
     vllm.LLM.instances.clear()
     monkeypatch.setattr(vllm.LLM, "abort_prompts_containing", None)
+    monkeypatch.setattr(vllm.LLM, "finish_prompts_containing", {})
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "unset")
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT")
+    for name in [m for m in sys.modules if m.startswith("vllm.model_executor")]:
+        monkeypatch.delitem(sys.modules, name)
     return vllm
 
 
@@ -51,8 +69,15 @@ def test_llm_gets_the_pass_through_options(vllm):
         "max_model_len": 8192,
         "dtype": "bfloat16",
         "quantization": "awq",
-        "seed": None,
+        "seed": 0,
     }
+
+
+def test_options_left_unset_keep_vllms_own_defaults(vllm):
+    VllmEngine("org/model").generate([Request("hello", SamplingParams(seed=1))])
+    (llm,) = vllm.LLM.instances
+    assert (llm.init_args["gpu_memory_utilization"], llm.init_args["seed"]) == (0.92, 0)
+    assert llm.init_args["max_model_len"] is None
 
 
 def test_each_request_gets_its_own_sampling_params_and_seed(vllm):
@@ -146,7 +171,7 @@ def test_build_with_vllm_chunks_requests_and_writes_the_same_schema(
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["engine"], manifest["model"]["name"]) == ("vllm", "org/model-7b")
     assert manifest["counts"]["generated"] == 12
-    assert manifest["tokens"]["counted_with"] == "model tokenizer"
+    assert "model tokenizer" in manifest["tokens"]["counted_with"]
     for shard in manifest["shards"]:
         table = pa.ipc.open_stream(str(out / shard["path"])).read_all()
         assert is_shard_schema(table.schema)
@@ -159,6 +184,7 @@ def test_aborted_requests_fail_the_build_and_are_retried_by_the_next_run(vllm, t
     mix.write_text(
         "documents: 6\nseed: 3\nfamilies: {technical-report: 1}\n"
         "sampling: {max_tokens: 64}\nfilters: {min_words: 1, drop_truncated: false}\n"
+        "scores: {quality: null}\njudges: {}\n"
     )
     out = tmp_path / "out"
     args = build_args(mix, out, "--engine", "vllm", "--model", "m", "-q")
@@ -195,3 +221,137 @@ def test_auto_picks_vllm_only_with_cuda_and_a_non_gguf_model(vllm, monkeypatch):
     monkeypatch.setattr(engines, "cuda_available", lambda: False)
     assert resolve_kind(EngineConfig(model="org/model")) == "llamacpp"
     assert create_engine(EngineConfig()).name == "llamacpp"
+
+
+def test_the_double_mirrors_vllms_sampling_rules(vllm, caplog):
+    from vllm.exceptions import VLLMValidationError
+
+    assert not issubclass(VLLMValidationError, ValueError)  # the 0.33 shape
+    with pytest.raises(VLLMValidationError, match=r"temperature must be in \[0, 2\], got 2.5"):
+        vllm.SamplingParams(temperature=2.5)
+    assert vllm.SamplingParams(temperature=0.005).temperature == 0.01
+    assert "We have maxed it out to 0.01" in caplog.text
+    greedy = vllm.SamplingParams(temperature=0.0, top_p=0.5, top_k=3)
+    assert (greedy.top_p, greedy.top_k) == (1.0, 0)
+
+
+def test_temperatures_vllm_refuses_are_refused_when_the_mix_loads():
+    with pytest.raises(ValueError, match=r"invalid value 2\.5 for temperature"):
+        SamplingParams(temperature=2.5)
+    assert SamplingParams(temperature=2.0).temperature == 2.0
+
+
+def test_a_vllm_validation_error_is_one_line_naming_the_parameter(vllm):
+    engine = VllmEngine("org/model", VllmOptions(max_model_len=5))
+    with pytest.raises(EngineError) as caught:
+        engine.generate([Request("a prompt of more than five words here", SamplingParams(seed=1))])
+    message = str(caught.value)
+    assert message.startswith("vLLM rejected max_model_len: The decoder prompt (length 9) is ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("error", ("error", "vLLM reported a retryable request error (finish_reason 'error')")),
+        ("abort", ("error", "aborted by vLLM")),
+        ("repetition", ("length", None)),
+    ],
+)
+def test_finish_reasons_become_failures_or_truncated_documents(vllm, reason, expected):
+    vllm.LLM.finish_prompts_containing = {"odd": reason}
+    normal, odd = VllmEngine("org/model").generate(
+        [
+            Request("plain", SamplingParams(seed=4, max_tokens=500)),
+            Request("odd", SamplingParams(seed=4)),
+        ]
+    )
+    assert (normal.finish_reason, normal.error) == ("stop", None)
+    assert (odd.finish_reason, odd.error) == expected
+    assert (odd.text != "") == (reason == "repetition")
+
+
+def test_requests_ending_in_error_fail_the_build_and_are_retried(vllm, tmp_path, runner):
+    mix = tmp_path / "one-family.yaml"
+    mix.write_text(
+        "documents: 4\nseed: 3\nfamilies: {technical-report: 1}\n"
+        "sampling: {max_tokens: 64}\nfilters: {min_words: 1, drop_truncated: false}\n"
+        "scores: {quality: null}\njudges: {}\n"
+    )
+    out = tmp_path / "out"
+    args = build_args(mix, out, "--engine", "vllm", "--model", "m", "-q")
+    library = TemplateLibrary()
+    doomed = plan_document(load_mix(str(mix), library), library, 2).axes["ai_name"]
+    vllm.LLM.finish_prompts_containing = {doomed: "error"}
+    failed = runner.invoke(main, args)
+    assert failed.exit_code == 1
+    assert "finish_reason 'error'" in failed.output
+    assert "2" in json.loads((out / ".work" / "failures.json").read_text())
+    vllm.LLM.finish_prompts_containing = {}
+    assert runner.invoke(main, args).exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["counts"]["generated"] == 4
+
+
+def texts(engine: VllmEngine, batches: list[int]) -> list[str]:
+    requests = [Request(f"prompt {i}", SamplingParams(seed=i, max_tokens=200)) for i in range(4)]
+    done, start = [], 0
+    for size in batches:
+        done += engine.generate(requests[start : start + size])
+        start += size
+    return [c.text for c in done]
+
+
+def test_batch_invariant_mode_is_on_by_default_and_makes_chunking_irrelevant(vllm):
+    engine = VllmEngine("org/model")
+    assert texts(engine, [4]) == texts(engine, [1, 3]) == texts(engine, [2, 2])
+    assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
+    assert engine.reproducibility == {
+        "mode": "batch-invariant",
+        "guarantee": "same text for any chunk size, kill and resume "
+        "(vLLM batch-invariant kernels and a fixed seed per document)",
+    }
+
+
+def test_without_batch_invariance_chunking_changes_texts_and_the_engine_says_so(vllm):
+    engine = VllmEngine("org/model", VllmOptions(batch_invariant=False))
+    assert texts(engine, [4]) != texts(engine, [2, 2])
+    assert engine.reproducibility == {
+        "mode": "off",
+        "guarantee": "resumed documents may differ from an uninterrupted run: "
+        "batch-invariant mode switched off (--no-batch-invariant)",
+    }
+
+
+def test_vllm_imported_before_the_variable_is_set_reports_the_mode_off(vllm):
+    import vllm.model_executor.layers.batch_invariant  # noqa: F401 - read without the variable
+
+    engine = VllmEngine("org/model")
+    assert engine.reproducibility["mode"] == "off"
+    assert (
+        "imported before VLLM_BATCH_INVARIANT could be set" in engine.reproducibility["guarantee"]
+    )
+
+
+def test_a_vllm_without_batch_invariance_reports_the_mode_off(vllm, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm.model_executor.layers.batch_invariant", None)
+    monkeypatch.setitem(sys.modules, "vllm.envs", None)
+    engine = VllmEngine("org/model")
+    assert engine.reproducibility["guarantee"].endswith("this vLLM has no batch-invariant mode")
+
+
+def test_the_cli_can_switch_batch_invariance_off(vllm, tiny_mix, tmp_path, runner):
+    args = build_args(
+        tiny_mix,
+        tmp_path / "o",
+        "--limit",
+        "2",
+        "--engine",
+        "vllm",
+        "--model",
+        "m",
+        "--no-batch-invariant",
+        "-q",
+    )
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert vllm.LLM.instances[0].batch_invariant is False

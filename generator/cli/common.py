@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,20 +25,87 @@ templates_option = click.option(
 )
 
 
+DEBUG_ENV = "GEN_DEBUG"
+
+# Failures that come from the input or the machine rather than from a bug in gen: shown
+# as one line. Anything else keeps its traceback, since it is a bug to report.
+UNEXPECTED_BUT_USER_FACING = (OSError, UnicodeError, MemoryError, RecursionError, ValueError)
+
+
+def debug_enabled() -> bool:
+    """`GEN_DEBUG=1` (or `gen --debug`, through `debug_option`) shows tracebacks."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def _enable_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ[DEBUG_ENV] = "1"
+
+
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_enable_debug,
+    help=f"Show the full traceback of an error instead of one line (or set {DEBUG_ENV}=1).",
+)
+
+
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Show library errors as one clean line instead of a traceback."""
+    """Show every error a user can cause as one clean line instead of a traceback: the
+    library's own errors, and the failures that come from the machine or the input (disk
+    full, a read-only folder, undecodable text, memory, nesting, a library's ValueError).
+    With GEN_DEBUG=1 the traceback is shown instead."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except GenError as exc:
+            if debug_enabled():
+                raise
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `gen inspect ... | head`: the reader left, nothing to say
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the exit flush quiet
+            sys.exit(1)
+        except UNEXPECTED_BUT_USER_FACING as exc:
+            if debug_enabled():
+                raise
+            raise click.ClickException(describe_error(exc)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted: run the same command again to resume", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error that is not one of ours, naming the file where Python knows it."""
+    hint = f" (set {DEBUG_ENV}=1 to see the traceback)"
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else exc.filename2
+        what = {
+            errno.ENOSPC: "no space left on device; free some space and run the same command "
+            "again (a build resumes where it stopped)",
+            errno.EROFS: "read-only file system; choose a writable folder",
+            errno.EDQUOT: "disk quota exceeded; free some space and run the same command again",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted",
+        }.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+        return f"{where}: {what}" if where is not None else f"{what}{hint}"
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"cannot read text as {exc.encoding} (byte {exc.object[exc.start : exc.start + 1]!r} "
+            f"at offset {exc.start}); the input must be UTF-8{hint}"
+        )
+    if isinstance(exc, MemoryError):
+        return f"out of memory; use a smaller input, --limit or --chunk-size{hint}"
+    if isinstance(exc, RecursionError):
+        return f"input nested too deeply to process{hint}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text if len(text) <= 300 else text[:300] + "..."
+    return f"{text}{hint}"
 
 
 def option_group(name: str, options: list[Callable[..., Any]], build: Callable[..., Any]):
@@ -133,9 +202,14 @@ ENGINE_OPTIONS = [
     click.option(
         "--gpu-memory-utilization",
         type=click.FloatRange(0, 1, min_open=True),
-        default=0.9,
+        help="vllm: share of GPU memory to use  [default: vLLM's own, 0.92 in vLLM 0.25]",
+    ),
+    click.option(
+        "--batch-invariant/--no-batch-invariant",
+        default=True,
         show_default=True,
-        help="vllm: share of GPU memory to use.",
+        help="vllm: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so a document's text "
+        "does not depend on the chunk size or on a kill and resume.",
     ),
     click.option("--max-model-len", type=click.IntRange(min=1), help="vllm: context length."),
     click.option("--dtype", default="auto", show_default=True, help="vllm: weight dtype."),
