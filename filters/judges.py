@@ -30,6 +30,7 @@ import yaml
 from filters.scorers import parse_minimums
 from filters.stage import Drop, Stage
 from generator.engines import Engine, Request, SamplingParams
+from generator.errors import EngineError
 from generator.records import Document
 
 RELIABLE_ACCURACY = 0.8
@@ -117,7 +118,11 @@ class JudgeScorer:
         requests = [Request(self.rubric.prompt(t), self.params) for t in texts]
         values = []
         for completion in self.engine.generate(requests):
-            parsed = None if completion.error else parse_score(completion.text)
+            if completion.error is not None:
+                # An engine that cannot answer says nothing about the judge: stop, so the
+                # build retries later instead of recording a verdict of "unparsed".
+                raise EngineError(f"the {self.name} judge's engine failed: {completion.error}")
+            parsed = parse_score(completion.text)
             if parsed is None:
                 self.failures += 1
             values.append(math.nan if parsed is None else float(parsed))
