@@ -7,7 +7,7 @@ chunks the fixed chunk grid gives it, checkpointing each chunk. The merge
 (`generator/merge.py`) reads every task's checkpoints in index order, removes
 exact and near duplicates across all of them, applies the thresholds, and
 writes the shards and the manifest. Executors (`generator/executors/`) only
-decide where tasks run; `Build.run()` runs the one task and the merge here.
+decide where tasks run; `generator.run.run_build` runs one task and the merge here.
 
 So a build split into any number of tasks, killed and resumed anywhere, gives
 the same shards as one process: the tasks' work depends only on indices, and
@@ -34,7 +34,6 @@ from generator import __version__
 from generator.checkpoints import (
     WORK,
     claim_folder,
-    locked,
     read_json,
     require_owned,
     write_json_nofollow,
@@ -321,27 +320,6 @@ class Build:
         if manifest.config_hash != self.state["config_hash"]:
             return None
         return manifest.to_dict()
-
-    # -- running in this process ------------------------------------------------------
-
-    def run(self) -> BuildResult:
-        """Prepare, run the one task and the merge here, holding the folder's lock."""
-        from generator.merge import merge_build
-        from generator.task import execute_task
-
-        try:
-            self.prepare()
-            with locked(self.work / "lock", str(self.out)):
-                manifest = self.complete_manifest()
-                if manifest is not None:
-                    return BuildResult(manifest, generated_now=0, already_complete=True)
-                result = execute_task(self, rank=0, world_size=1)
-                manifest = merge_build(self, execution={"executor": "in-process", "tasks": 1})
-                return BuildResult(
-                    manifest, generated_now=result.generated_now, already_complete=False
-                )
-        finally:
-            self.progress.close()
 
     # -- from a folder ------------------------------------------------------------------
 

@@ -311,10 +311,11 @@ class MiniBuild:
     def run_in_process(self, out: Path) -> Path:
         """The single-process build every sharded build must equal."""
         from generator.build import Build
+        from generator.run import run_build
 
         build = Build.from_spec(self.spec(), out)
         try:
-            build.run()
+            run_build(build)
         finally:
             build.close()
         return out

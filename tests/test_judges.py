@@ -14,6 +14,7 @@ from generator.cli import main
 from generator.engines import EngineConfig, create_engine
 from generator.mix import load_mix
 from generator.prompts import TemplateLibrary
+from generator.run import run_build
 from tests.doubles.judge import OracleJudgeEngine
 from tests.helpers import TINY_MIX, write
 
@@ -89,7 +90,7 @@ def judged_build(
     mix = dataclasses.replace(mix, judges=JudgeConfig({"alignment": minimum}))
     warnings: list[str] = []
     engine = create_engine(EngineConfig(kind="vllm", model="org/m"))
-    Build(
+    build = Build(
         mix=mix,
         library=library,
         out=tmp_path / out,
@@ -97,7 +98,8 @@ def judged_build(
         judge_engine_instance=judge,
         limit=6,
         warn=warnings.append,
-    ).run()
+    )
+    run_build(build)
     return json.loads((tmp_path / out / "manifest.json").read_text()), warnings
 
 

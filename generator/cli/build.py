@@ -97,6 +97,7 @@ def build(
           --model served-model-name --concurrency 64
     """
     from generator.build import Build, BuildSpec, report_summary
+    from generator.run import run_build
 
     spec = BuildSpec(
         mix=str(Path(mix_ref).resolve()) if Path(mix_ref).is_file() else mix_ref,
@@ -122,7 +123,7 @@ def build(
     if out is None:
         job = dataclasses.replace(job, out=DEFAULT_OUT / job.mix.name)
     try:
-        result = job.run()
+        result = run_build(job)
     finally:
         job.close()
     click.echo(report_summary(job.out, result))
