@@ -3,7 +3,10 @@
 The baseline is the cheapest thing any scorer must do: split each document
 into words once. Each scorer then runs alone over the same documents on one
 core. Target: at least 2,000 documents of 500 words per second per scorer.
-The last line printed is one JSON object.
+The chatter scorer looks closely only near trigger phrases, so it is also timed
+on documents whose every paragraph holds innocent ones ("I hope this", "the
+prompt", "I cannot"), its slow path. The diversity report, which watches every
+kept document of a build, is timed too. The last line printed is one JSON object.
 
     python bench/scorers.py --docs 4000
 """
@@ -17,7 +20,8 @@ import random
 import sys
 import time
 
-from filters.scorers import HEURISTIC_SCORERS
+from filters.diversity import Diversity
+from filters.scorers import HEURISTIC_SCORERS, ChatterScorer
 
 VOCABULARY = (  # noqa: SIM905 - a sentence reads best as text
     "the tide gauge logged every hour and engineers read it with care because the system had "
@@ -40,6 +44,25 @@ def documents(n: int, words: int, seed: int) -> list[str]:
         paragraphs = [" ".join(sentences[i : i + 5]) for i in range(0, len(sentences), 5)]
         docs.append("\n\n".join(paragraphs))
     return docs
+
+
+# Ordinary sentences that trip the chatter scorer's triggers without being chatter.
+TRIGGERS = (
+    " I hope this relay holds, she said to nobody in particular; the prompt reply from the "
+    "board was that the operators cannot wait for the required words of the audit."
+)
+
+
+def with_triggers(docs: list[str]) -> list[str]:
+    return [doc.replace("\n\n", TRIGGERS + "\n\n") for doc in docs]
+
+
+def diversity(docs: list[str]) -> None:
+    report = Diversity()
+    axes = {"ai_name": "Kestrel", "organization": "the Pelham Trust", "place": "Rosario, Argentina"}
+    for doc in docs:
+        report.add(doc, axes)
+    report.report()
 
 
 def rate(func, docs: list[str]) -> float:
@@ -65,7 +88,12 @@ def main() -> None:
     for name, cls in sorted(HEURISTIC_SCORERS.items()):
         report[f"{name}_docs_per_s"] = round(rate(cls().score, docs))
         print(f"{name:>12}: {report[f'{name}_docs_per_s']:,} docs/s", file=sys.stderr)
-    report["slowest_docs_per_s"] = min(report[f"{n}_docs_per_s"] for n in HEURISTIC_SCORERS)
+    report["chatter_with_triggers_docs_per_s"] = round(
+        rate(ChatterScorer().score, with_triggers(docs))
+    )
+    report["diversity_docs_per_s"] = round(rate(diversity, docs))
+    timed = [f"{n}_docs_per_s" for n in HEURISTIC_SCORERS] + ["chatter_with_triggers_docs_per_s"]
+    report["slowest_docs_per_s"] = min(report[key] for key in timed)
     report["target_met"] = report["slowest_docs_per_s"] >= 2000
     print(json.dumps(report))
 

@@ -79,7 +79,7 @@ _META = r"""(?:the|your|this)\s+(?:prompt|instructions)\s+(?:asks|asked|says|sai
     | i(?:'ve|\s+have)?\s+(?:included|incorporated|used|woven|wove|added|made\s+sure)\b
         [^.!?\n]{0,80}?
         \b(?:words?|prompt|request|instructions|requirements?|word\s+count)\b
-    | (?:the|all|each\s+of\s+the)\s+(?:required|requested|given|specified)\s+words
+    | (?:the|all|each\s+of\s+the)\s+(?:required|requested|given|specified)\s+words\b(?!\s+of\b)
     | word\s+count\s*(?:[:(]|of\b|is\b)
     | (?:this|the)\s+(?:story|document|report|piece|narrative|text)\s+(?:is|was)\s+(?:written
         |generated|designed|crafted)\s+(?:to|for|as|in\s+response)

@@ -23,6 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from generator.records import Document
@@ -61,14 +62,15 @@ class _NameEvidence:
     mid_sentence: set[str]  # words capitalised in the middle of a sentence
 
 
-def _name_evidence(text: str) -> _NameEvidence:
+def _name_evidence(text: str, lower_case: set[str]) -> _NameEvidence:
     """Runs of capitalised words, less the words that are capitalised only because they
     start a sentence ("However", "Made", "Should", "Unlike").
 
     At the head of a longer run ("Ruth Okafor read...") a sentence-initial word stays
-    unless it is a common sentence opener or the text also writes it in lower case. A
-    sentence-initial word alone ("Kestrel logged it.") is set aside for the whole sample
-    to decide: it counts as a name if some text capitalises it mid-sentence."""
+    unless it is a common sentence opener or the text writes it in lower case too (one of
+    the `lower_case` words). A sentence-initial word alone ("Kestrel logged it.") is set
+    aside for the whole sample to decide: it is a name if some text capitalises it
+    mid-sentence."""
     runs = [(m.start(), m.group().split()) for m in _NAME.finditer(text)]
     starts = [_is_sentence_start(text, start) for start, _ in runs]
     mid_sentence = {
@@ -77,7 +79,6 @@ def _name_evidence(text: str) -> _NameEvidence:
         for i, word in enumerate(words)
         if i > 0 or not at_start
     }
-    lower_case = {w for w in _WORD.findall(text) if w.islower()}
     names, initial_only = set(), set()
     for (_, words), at_start in zip(runs, starts, strict=True):
         first = words[0]
@@ -126,7 +127,7 @@ class _SeedMentions:
             for key, seen_value in self.by_first_word[first].items():
                 if len(key) == 1 or _contains(tokens, key):
                     found.add(seen_value)
-        self.mentioned.update(found)
+        self.mentioned.update(sorted(found))  # sorted: ties break the same way every run
         if own:
             self.with_draw += 1
             self.own += any(v in found for v in own)
@@ -179,19 +180,20 @@ class Diversity:
 
     def add(self, text: str, axes: dict[str, Any] | None = None) -> None:
         self.seen += 1
-        words = [w.lower() for w in _WORD.findall(text)]
-        for n in (1, 2, 3):
-            grams = [hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)]
-            self.ngrams[n - 1].update(grams)
-            self.totals[n - 1] += len(grams)
+        written = _WORD.findall(text)
+        words = [w.lower() for w in written]
+        grams = (words, pairwise(words), zip(words, words[1:], words[2:], strict=False))
+        for n, gram in enumerate(grams):
+            self.ngrams[n].update(map(hash, gram))
+            self.totals[n] += max(len(words) - n, 0)
         stripped = text.strip()
         first = _SENTENCE_END.split(stripped, maxsplit=1)[0][:200]
         self.first_sentences[" ".join(first.lower().split())] += 1
         self.opening_words[" ".join(words[:3])] += 1
         self.openings[" ".join(words[:5])] += 1
-        evidence = _name_evidence(stripped)
-        self.names.update(evidence.names)
-        self.initial_only.update(evidence.initial_only)
+        evidence = _name_evidence(stripped, {w for w in set(written) if w.islower()})
+        self.names.update(sorted(evidence.names))
+        self.initial_only.update(sorted(evidence.initial_only))
         self.mid_sentence |= evidence.mid_sentence
         tokens = _TOKEN.findall(text)
         token_set = set(tokens)

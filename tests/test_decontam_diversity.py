@@ -194,10 +194,11 @@ def test_diversity_counts_the_drawn_seeds_that_texts_mention():
 def test_diversity_report_without_axes_and_with_list_draws_is_plain_json():
     diversity = Diversity()
     diversity.add("Wren and Tern kept the lighthouse.", {"ai_name": ["Wren", "Tern"]})
-    diversity.add("Nobody was there.", None)
+    diversity.add("Nobody but Wren was there.", None)
     report = diversity.report()
     assert json.loads(json.dumps(report)) == report
     assert report["seeds_in_text"]["ai_name"]["most_mentioned"] == "Wren"
+    assert report["seeds_in_text"]["ai_name"]["own_draw_mentioned_share"] == 1.0
     assert report["seeds_in_text"]["place"] == {
         "distinct_drawn": 0,
         "most_drawn": None,
@@ -207,6 +208,7 @@ def test_diversity_report_without_axes_and_with_list_draws_is_plain_json():
         "own_draw_mentioned_share": 0.0,
     }
     assert report["top_first_sentence_share"] == 0.5
+    assert report["seeds_in_text"]["ai_name"]["own_draw_mentioned_share"] == 1.0
 
 
 def test_build_drops_contaminated_rows_and_records_the_eval_file(
