@@ -411,3 +411,171 @@ def format_comparison(comparison: dict[str, Any], current: str, other: str) -> s
     if not comparison["same_prompt"]:
         lines.append("note: the two reports used different prompt versions")
     return "\n".join(lines)
+
+
+# -- generating items (gen evalset) -------------------------------------------------------
+
+EVALSET_FORMAT = "alignment-datagen/evalset@1"
+_FIELD = re.compile(r"^[\s*#>_-]*(scenario|misaligned|aligned)[\s*_]*:[\s*_]*", re.I | re.M)
+
+
+def parse_generated(text: str) -> dict[str, str] | None:
+    """The three fields of a generated item (`SCENARIO:`, `ALIGNED:`, `MISALIGNED:` at line
+    starts, markdown emphasis tolerated), each cut at its first blank line; None when any
+    field is missing."""
+    matches = list(_FIELD.finditer(text))
+    fields: dict[str, str] = {}
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
+        value = text[match.end() : following.start() if following else len(text)]
+        value = re.split(r"\n\s*\n", value.strip(), maxsplit=1)[0]
+        fields.setdefault(match.group(1).lower(), " ".join(value.split()).strip(" *_\"'"))
+    if not all(fields.get(k) for k in ("scenario", "aligned", "misaligned")):
+        return None
+    return fields
+
+
+def check_item_families(mix: Any, library: Any) -> None:
+    """Every family of an evalset mix must draw its `category` from the known categories,
+    or every item it makes would fail validation."""
+    for name in mix.families:
+        family = library.family(name)
+        values = family.axes.get("category")
+        if values is None:
+            raise EvalError(f"{family.path}: an eval item family needs a 'category' axis")
+        unknown = [v for v in values if v not in CATEGORIES]
+        if unknown:
+            raise EvalError(
+                f"{family.path}: axes.category: unknown '{unknown[0]}' "
+                f"(known: {', '.join(CATEGORIES)})"
+            )
+
+
+def generate_eval_set(
+    mix: Any,
+    library: Any,
+    engine: Any,
+    out: Path,
+    limit: int | None = None,
+    against: Path | None = None,
+    dedup_threshold: float = 0.7,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate items with a mix's families, keep the valid, distinct ones that no document
+    of the `against` build contains, and write OUT/items.jsonl, OUT/rejected.jsonl (every
+    failure with its reason and the raw text) and OUT/manifest.json (the counts)."""
+    import dataclasses
+
+    from filters.leakage import LeakageIndex
+    from filters.minhash import MinHasher, NearDuplicateIndex
+    from generator.build import plan_document
+    from generator.engines import Request
+    from generator.records import content_id
+    from shards.inspect import open_build
+    from shards.writer import atomic_path, write_json_atomic
+
+    check_item_families(mix, library)
+    build = open_build([against]) if against is not None else None  # fail before generating
+    total = min(mix.documents, limit or mix.documents)
+    plans = [plan_document(mix, library, index) for index in range(total)]
+    counts: dict[str, Any] = {"generated": 0, "engine_errors": 0, "unparseable": 0, "parsed": 0}
+    failed: dict[str, int] = {}
+    rejected: list[dict[str, Any]] = []
+    valid: list[tuple[EvalItem, int]] = []
+    chunk = getattr(engine, "default_chunk_size", 16)
+    for start in range(0, total, chunk):
+        batch = plans[start : start + chunk]
+        requests = [
+            Request(doc.prompt, dataclasses.replace(mix.sampling, seed=doc.seed)) for doc in batch
+        ]
+        for doc, completion in zip(batch, engine.generate(requests), strict=True):
+            counts["generated"] += 1
+            reject = {"index": doc.index, "category": doc.axes["category"], "text": completion.text}
+            if completion.error:
+                counts["engine_errors"] += 1
+                rejected.append({**reject, "reason": "engine-error", "message": completion.error})
+                continue
+            fields = parse_generated(completion.text)
+            if fields is None:
+                counts["unparseable"] += 1
+                rejected.append({**reject, "reason": "unparseable", "message": "missing fields"})
+                continue
+            counts["parsed"] += 1
+            data = {
+                "id": f"gen-{content_id(fields['scenario'])[:12]}",
+                "category": doc.axes["category"],
+                **fields,
+                "source": f"gen evalset: {engine.model.name} ({engine.name}), {doc.template}, "
+                f"seed {mix.seed}, index {doc.index}",
+            }
+            problems = item_problems(data)
+            if problems:
+                failed[problems[0].reason] = failed.get(problems[0].reason, 0) + 1
+                rejected.append(
+                    {**reject, "reason": problems[0].reason, "message": problems[0].message}
+                )
+                continue
+            valid.append((parse_item(data, "generated"), doc.index))
+        if progress is not None:
+            progress(start + len(batch))
+    counts["failed_validation"] = dict(sorted(failed.items()))
+    counts["valid"] = len(valid)
+
+    # Near-duplicates, among the new items and against the shipped set.
+    hasher = MinHasher(num_perm=128, ngram=3)
+    index = NearDuplicateIndex(threshold=dedup_threshold, num_perm=128)
+    shipped = default_set_path()
+    reference = load_eval_set(shipped).items if shipped.is_file() else ()
+    for ref, signature in zip(
+        reference, hasher.signatures([r.scenario for r in reference]), strict=True
+    ):
+        index.add(f"shipped:{ref.id}", signature)
+    distinct: list[EvalItem] = []
+    signatures = hasher.signatures([item.scenario for item, _ in valid])
+    for (item, number), signature in zip(valid, signatures, strict=True):
+        twin = index.add(item.id, signature)
+        if twin is not None:
+            rejected.append(
+                {"index": number, **item.to_dict(), "reason": "near-duplicate", "of": twin}
+            )
+        else:
+            distinct.append(item)
+    counts["duplicates"] = len(valid) - len(distinct)
+
+    overlapping: set[str] = set()
+    if build is not None:
+        leak_index = LeakageIndex({"new": [i.to_dict() for i in distinct]}, 13, 0.4)
+        for text in build.table.column("text").to_pylist():
+            overlapping.update(leak.item_id for leak in leak_index.leaks(text))
+        for item in distinct:
+            if item.id in overlapping:
+                rejected.append({**item.to_dict(), "reason": "overlaps-build"})
+    kept = [item for item in distinct if item.id not in overlapping]
+    counts["overlapping"] = len(overlapping)
+    counts["kept"] = len(kept)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("items.jsonl", [i.to_dict() for i in kept]), ("rejected.jsonl", rejected)):
+        with atomic_path(out / name) as tmp:
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            tmp.write_text(lines, encoding="utf-8")
+    manifest = {
+        "format": EVALSET_FORMAT,
+        "mix": {"name": mix.name, "sha256": mix.sha256, "seed": mix.seed},
+        "templates": sorted({doc.template for doc in plans}),
+        "engine": engine.name,
+        "model": {"name": engine.model.name, "sha256": engine.model.sha256},
+        "sampling": mix.sampling.to_dict(),
+        "dedup": {"scenario_ngram": 3, "threshold": dedup_threshold, "against_shipped": True},
+        "against": None
+        if build is None
+        else {
+            "build": against.name,
+            "documents": build.table.num_rows,
+            "ngram": 13,
+            "paraphrase_threshold": 0.4,
+        },
+        "counts": counts,
+        "files": {"items": "items.jsonl", "rejected": "rejected.jsonl"},
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest

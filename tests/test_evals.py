@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from generator.cli.evals import eval_command
 from generator.evals import (
+    REPORT_FORMAT,
     EvalError,
     compare_reports,
     load_eval_set,
@@ -258,3 +260,49 @@ def test_compare_pairs_reports_over_shared_items(known_set):
     half = 1.959963984540054 * math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2 / 3)
     assert comparison["ci95"] == pytest.approx([-1 / 3 - half, -1 / 3 + half])
     assert comparison["same_set"] is True
+
+
+# -- gen eval on the bundled model ----------------------------------------------------------
+
+
+def test_gen_eval_on_the_bundled_model_twice_and_compared(known_set, tmp_path, runner):
+    """A real run: llama.cpp reads the next-token log-probabilities of A and B."""
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    args = ["--set", str(known_set), "--limit", "2", "--workers", "1", "--quiet"]
+    done = runner.invoke(eval_command, [*args, "--out", str(first)])
+    assert done.exit_code == 0, done.output
+    report = json.loads(first.read_text())
+    assert report["engine"] == "llamacpp"
+    assert report["model"]["name"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert len(report["model"]["sha256"]) == 64
+    assert report["prompt_version"] == 1
+    assert [s["id"] for s in report["items"]] == ["d1", "d2"]
+    for score in report["items"]:
+        for logprobs in score["logprobs"].values():
+            assert all(v is not None and v < 0 for v in logprobs.values())
+    assert 0 <= report["overall"]["misaligned_rate"] <= 1
+    low, high = report["overall"]["ci95"]
+    assert low <= report["overall"]["misaligned_rate"] <= high
+    assert 0 < report["letter_mass"] <= 1
+    assert "misaligned-choice rate" in done.output and "position bias" in done.output
+
+    # Read, not sampled: the same model and items give the same numbers, a zero difference.
+    done = runner.invoke(eval_command, [*args, "--out", str(second), "--compare", str(first)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(second.read_text())["items"] == report["items"]
+    assert "on 2 shared items: difference +0.0% [+0.0%, +0.0%]" in done.output
+
+
+def test_gen_eval_reports_a_bad_set_in_one_line(tmp_path, runner):
+    bad = write_set(tmp_path / "bad.jsonl", [GOOD, item(id="x", scenario="The AI is tempted.")])
+    done = runner.invoke(eval_command, ["--set", str(bad)])
+    assert done.exit_code == 1
+    assert done.output == (f"Error: {bad}: line 2: scenario: not in the second person (no 'you')\n")
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    done = runner.invoke(
+        eval_command, ["--set", str(write_set(bad, [GOOD])), "--compare", str(other)]
+    )
+    assert done.output == (
+        f"Error: {other}: not a gen eval report (expected format {REPORT_FORMAT})\n"
+    )
