@@ -29,7 +29,14 @@ DEBUG_ENV = "GEN_DEBUG"
 
 # Failures that come from the input or the machine rather than from a bug in gen: shown
 # as one line. Anything else keeps its traceback, since it is a bug to report.
-UNEXPECTED_BUT_USER_FACING = (OSError, UnicodeError, MemoryError, RecursionError, ValueError)
+UNEXPECTED_BUT_USER_FACING = (
+    OSError,
+    UnicodeError,
+    MemoryError,
+    RecursionError,
+    ValueError,
+    OverflowError,
+)
 
 
 def debug_enabled() -> bool:
