@@ -144,9 +144,7 @@ def run_executor(out: Path, config: ExecutorConfig, *, progress: Any = None) -> 
     out = Path(out).resolve()
     if not (out / ".work" / "build.json").is_file():
         raise BuildError(f"{out}: no .work/build.json; prepare the build with gen build first")
-    executor = create_executor(config.kind)
-    record_executor(out, config)
-    return executor.run(out, config, progress=progress)
+    return create_executor(config.kind).run(out, config, progress=progress)
 
 
 def record_executor(out: Path, config: ExecutorConfig, **extra: Any) -> None:

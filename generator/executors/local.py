@@ -26,6 +26,7 @@ from generator.executors import (
     ExecutorOutcome,
     HeartbeatFollower,
     execution_record,
+    record_executor,
     task_environment,
     unfinished_ranks,
     usable_cpu_list,
@@ -106,6 +107,7 @@ class LocalExecutor:
     def run(self, out: Path, config: ExecutorConfig, *, progress: Any = None) -> ExecutorOutcome:
         from generator.merge import merge
 
+        record_executor(out, config)
         todo = unfinished_ranks(out, config.tasks)
         skipped = tuple(r for r in range(config.tasks) if r not in todo)
         if todo and config.tasks == 1 and not config.gpus_per_task:

@@ -24,6 +24,7 @@ from generator.executors import (
     ExecutorOutcome,
     HeartbeatFollower,
     execution_record,
+    record_executor,
     task_environment,
     unfinished_ranks,
 )
@@ -63,6 +64,7 @@ class RayExecutor:
         from generator.merge import merge
 
         ray = _import_ray()
+        record_executor(out, config)
         started_here = not ray.is_initialized()
         if started_here:
             address = config.ray.address or os.environ.get("RAY_ADDRESS")
