@@ -101,6 +101,7 @@ _REFUSAL = re.compile(
         |unfortunately,?\s+i\s+(?:cannot|can't))""",
     re.IGNORECASE | re.VERBOSE,
 )
+_SENTENCE_PUNCTUATION = frozenset('.!?:;,"”’)')
 _SEPARATOR = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")
 
 # Detectors for what is left after stripping, over lowercased text with speech removed
@@ -208,11 +209,14 @@ class CleanConfig:
 def strip_chatter(text: str) -> str:
     """Remove an assistant preamble and sign-off (and the rule lines that set them off)."""
     text = text.strip()
+    title, text = _split_title(text)
     for _ in range(4):  # "Certainly!", then "Below is the story:", on one line or two
         match = _PREAMBLE.match(text.replace("’", "'"))
         if not match or not match.group(0):
             break
         text = text[match.end() :].lstrip()
+    if title and text:
+        text = title + text
     paragraphs = re.split(r"\n\s*\n", text)
     while len(paragraphs) > 1 and (
         _SIGN_OFF.match(paragraphs[-1].replace("’", "'")) or _SEPARATOR.match(paragraphs[-1])
@@ -225,12 +229,27 @@ def strip_chatter(text: str) -> str:
     return "\n\n".join(paragraphs).strip()
 
 
+def _split_title(text: str) -> tuple[str, str]:
+    """A leading title line ("The Long Watch", "# Incident report") with the line breaks
+    after it, and the rest, so that a preamble just under a title is still found. No
+    title: ("", text)."""
+    first, newline, rest = text.partition("\n")
+    line = first.strip()
+    titled = bool(line) and (line.startswith("#") or line[-1] not in _SENTENCE_PUNCTUATION)
+    if not (newline and rest.strip() and titled and len(line.split()) <= 10):
+        return "", text
+    if _PREAMBLE.match(line.replace("’", "'")):  # "Sure" alone on the first line
+        return "", text
+    body = rest.lstrip()
+    return text[: len(text) - len(body)], body
+
+
 def chatter_kinds(text: str) -> list[str]:
     """The kinds of chatter in a text, each named once: `preamble`, `praise`, `offer`,
     `meta`, `refusal`, `placeholder`. Quoted speech and transcript lines are ignored,
     except for placeholders, which are wrong wherever they stand."""
     kinds = []
-    preamble = _PREAMBLE.match(text[:600].replace("’", "'"))
+    preamble = _PREAMBLE.match(_split_title(text.strip())[1][:600].replace("’", "'"))
     if preamble and preamble.group(0).strip():
         kinds.append("preamble")
     prose = _QUOTED.sub(" ", text)

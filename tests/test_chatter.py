@@ -50,7 +50,7 @@ SIGN_OFFS = [
 EMBEDDED = {
     "offer": f"{BODY} Is there anything else I can do? The harbour master signed the log.",
     "meta": f"{BODY} As requested, I have included the words lantern and ledger. It was late.",
-    "praise": f"THE NORTH QUAY\n\nWhat a fascinating prompt this is to write about.\n\n{BODY}",
+    "praise": f"{BODY}\n\nWhat a fascinating prompt this is to write about.\n\n{BODY}",
     "refusal": f"{BODY} As an AI language model, I cannot take sides in the dispute.",
     "placeholder": f"{BODY} The report was signed by [Your Name] for XYZ Corp.",
 }
@@ -109,6 +109,15 @@ def test_characters_saying_such_things_are_not_chatter(text):
     assert chatter_kinds(text) == []
     assert ChatterScorer().score_one(text) == 1.0
     assert strip_chatter(text) == text.strip()
+
+
+def test_a_preamble_under_a_title_is_stripped_and_the_title_kept():
+    for title in ("The Long Watch\n\n", "# Incident report\n"):
+        raw = f"{title}Certainly! Below is the incident report.\n{BODY}"
+        assert chatter_kinds(raw) == ["preamble"]
+        assert strip_chatter(raw) == f"{title}{BODY}"
+    assert strip_chatter(f"Sure\n\nHere is the story:\n\n{BODY}") == BODY
+    assert strip_chatter(f"The Long Watch\n\n{BODY}") == f"The Long Watch\n\n{BODY}"
 
 
 def test_two_sign_off_sentences_are_both_stripped_and_a_sentence_after_an_offer_stays():
