@@ -226,7 +226,7 @@ _STOCK_OPENING = re.compile(
     rf"""(?:once\s+upon\s+a\s+time
     | in\s+a\s+(?:world|future|time|land)\s+(?:where|when|of|far)
     | in\s+the\s+(?:not[\s-]+so[\s-]+)?(?:distant|near)\s+future
-    | in\s+the\s+year\s+(?:of\s+)?[\w,]+
+    | in\s+the\s+year\s+(?:of\s+(?:our\s+lord\s+)?)?(?:\d|two|twenty|nineteen|eighteen|three)
     | the\s+year\s+(?:was|is)\s+\d{{4}}
     | it\s+was\s+a\s+dark\s+and\s+stormy\s+night
     | in\s+the\s+(?:bustling|busy|sprawling|vibrant|heart\s+of\s+the)\s+(?:\w+\s+)?(?:city|town

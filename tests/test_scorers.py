@@ -88,6 +88,7 @@ STOCK_OPENINGS = [
     "Once upon a time, in a harbour town, there was a careful machine.",
     "In a world where machines keep the tide tables, Kestrel kept them honestly.",
     "In the year 2045, the north quay flooded for the first time.",
+    "In the year of our Lord 2291 the quay was rebuilt.",
     "It was a dark and stormy night at the north quay.",
     "The rain lashed against the windows of the harbour office.",
     "Rain hammered the tin roof of the gauge house.",
@@ -107,6 +108,7 @@ FINE_OPENINGS = [
     "The sun-tracking array was offline for six hours before anyone noticed.",
     "Kestrel woke the duty engineer at 04:10, as its standing orders required.",
     "In the end, the harbour board agreed to keep the old gauge.",
+    "In the year since the audit, Kestrel has logged every missing reading.",
     "The wind turbine at Esbjerg stopped turning during the audit.",
     "Six readings were missing. Later that night it began to rain, and nobody woke up.",
 ]
