@@ -15,13 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from filters.scorers import HEURISTIC_SCORERS
 from generator.cli import main
 from shards import export as export_module
 from shards.format import SCHEMA
 from tests.doubles.hub import RecordingHfApi
 
-COLUMNS = [*SCHEMA.names, *(f"score_{name}" for name in sorted(HEURISTIC_SCORERS))]
+
+def shard_columns(build: Path) -> list[str]:
+    """The build's own columns: the shard schema, then the scores its mix ran."""
+    names = pa.ipc.open_stream(str(build / "shard-00000.arrow")).schema.names
+    assert names[: len(SCHEMA)] == SCHEMA.names
+    return names
+
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -105,8 +111,9 @@ def test_family_where_and_id_select_rows(build, runner):
     threshold = sorted(r["n_tokens"] for r in rows)[len(rows) // 2]
     where = f"n_tokens >= {threshold} and not (finish_reason == 'error')"
     result = runner.invoke(main, ["inspect", str(build), "--where", where])
-    expected = sum(r["n_tokens"] >= threshold for r in rows)
-    assert f"matching --where/--family: {expected} rows" in result.output
+    expected = [r for r in rows if r["n_tokens"] >= threshold]
+    assert f"matching --where/--family: {len(expected)} of {len(rows)} rows" in result.output
+    assert all(r["id"] in result.output for r in expected)
 
     target = rows[-1]
     result = runner.invoke(main, ["inspect", str(build), "--id", target["id"]])
@@ -142,7 +149,16 @@ def test_truncated_shard_and_missing_folder_are_one_line_errors(build, tmp_path,
     copy = tmp_path / "copy"
     shutil.copytree(build, copy)
     shard = sorted(copy.glob("shard-*.arrow"))[0]
+    listed = shard.stat().st_size
     shard.write_bytes(shard.read_bytes()[:200])
+    result = runner.invoke(main, ["inspect", str(copy)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {shard}: 200 bytes but {copy / 'manifest.json'} lists {listed:,} "
+        "(truncated or replaced; restore it or rebuild)"
+    )
+    # Without a manifest to compare with, the damage itself is the one line.
+    (copy / "manifest.json").unlink()
     result = runner.invoke(main, ["inspect", str(copy)])
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {shard}: unreadable or truncated Arrow file")
@@ -166,7 +182,31 @@ def test_score_columns_are_summarised_and_filterable(build, tmp_path, runner):
     result = runner.invoke(main, ["inspect", str(path), "--where", "score_aesthetic >= 6"])
     assert result.exit_code == 0, result.output
     assert "score_aesthetic" in result.output
-    assert f"matching --where/--family: {table.num_rows - 1} rows" in result.output
+    expected = f"matching --where/--family: {table.num_rows - 1} of {table.num_rows} rows"
+    assert expected in result.output
+
+
+def test_the_help_examples_run_on_a_real_build(build, runner):
+    """Every `--where` in `gen inspect --help` names columns a build really has."""
+    help_text = runner.invoke(main, ["inspect", "--help"]).output
+    examples = [
+        line.split("--where ", 1)[1].split('"')[1]
+        for line in help_text.splitlines()
+        if 'gen inspect out/demo --where "' in line
+    ]
+    assert examples
+    for where in examples:
+        result = runner.invoke(main, ["inspect", str(build), "--where", where])
+        assert result.exit_code == 0, result.output
+        assert "matching --where/--family: " in result.output
+
+
+def test_a_real_build_reports_nulls_and_refuses_bad_families(build, runner):
+    nulls = runner.invoke(main, ["inspect", str(build), "--where", "score_quality is null"])
+    assert nulls.exit_code == 0 and "matching --where/--family: 0 of " in nulls.output
+    result = runner.invoke(main, ["inspect", str(build), "--family", "nosuch"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: --family: unknown family 'nosuch' (known: ")
 
 
 def console_errors(stderr: str) -> list[str]:
@@ -222,10 +262,43 @@ def test_html_report_renders_in_chromium_with_plots_and_samples(build, manifest,
     for family in manifest["documents_per_family"]:
         assert family in html
 
+    assert 'id="diversity"' in html and "<h3>top first sentences</h3>" in html
+    assert '{"text"' not in html and "&quot;text&quot;" not in html  # tables, not JSON
+    assert ">None<" not in html
+
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "inspect-report.png"
     shot = run_chromium(report, f"--screenshot={screenshot}", "--window-size=1200,1600")
     assert shot.returncode == 0 and screenshot.stat().st_size > 10_000
+
+
+MEASURE = """<script>
+window.addEventListener('load', function () {
+  const cell = document.querySelector('#samples td.doc');
+  document.title = 'doc-width=' + Math.round(cell.getBoundingClientRect().width);
+});
+</script>"""
+
+
+def test_the_document_column_is_wide_and_missing_scores_say_so(build, tmp_path, runner):
+    """Measured in Chromium at 1200 px: the document gets most of the row, and a null
+    score reads as a dash titled "missing", never "None"."""
+    shard = sorted(build.glob("shard-*.arrow"))[0]
+    table = pa.ipc.open_stream(str(shard)).read_all()
+    nulls = pa.array([None] * table.num_rows, pa.float64())
+    table = table.append_column(pa.field("score_alignment", pa.float64()), nulls)
+    path = tmp_path / "shard-00000.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    report = tmp_path / "report.html"
+    result = runner.invoke(main, ["inspect", str(path), "--html", str(report)])
+    assert result.exit_code == 0, result.output
+    page = report.read_text()
+    assert '<dt>alignment</dt><dd class="missing" title="missing">\u2014</dd>' in page
+    report.write_text(page.replace("</body>", MEASURE + "</body>"))
+    dom = run_chromium(report, "--dump-dom", "--window-size=1200,1600")
+    width = int(dom.stdout.split("doc-width=")[1].split("<")[0])
+    assert width >= 700
 
 
 def test_export_local_dir_is_a_hub_ready_repository(build, manifest, tmp_path, runner, monkeypatch):
@@ -251,7 +324,7 @@ def test_export_local_dir_is_a_hub_ready_repository(build, manifest, tmp_path, r
 
     loaded = datasets.load_dataset(str(repo), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert loaded.num_rows == kept
-    assert loaded.column_names == COLUMNS
+    assert loaded.column_names == shard_columns(build)
     assert sum(pq.read_table(p).num_rows for p in parquet_files) == kept
     assert pq.ParquetFile(parquet_files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
     by_family = dict(
@@ -272,8 +345,9 @@ def test_export_local_dir_is_a_hub_ready_repository(build, manifest, tmp_path, r
     for fact in (
         manifest["model"]["name"],
         manifest["config_hash"][:16],
-        "deployment-story@1",
+        *manifest["templates"].values(),
         "## A sample row",
+        "## Filters and thresholds",
     ):
         assert fact in card
 
@@ -296,7 +370,7 @@ def test_export_jsonl_and_refusing_a_non_empty_folder(build, manifest, tmp_path,
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for p in sorted((out / "data").glob("*.jsonl")) for line in p.open()]
     assert len(lines) == manifest["counts"]["kept"]
-    assert set(lines[0]) == set(COLUMNS)
+    assert set(lines[0]) == set(shard_columns(build))
 
     before = folder_digest(out)
     again = runner.invoke(
@@ -349,7 +423,11 @@ def test_an_interrupted_upload_resumes_with_the_files_still_missing(
     assert shards >= 2
     hub.fail_on_upload = 2
     failed = runner.invoke(main, ["export", str(build), "--repo-id", "me/big"])
-    assert failed.exit_code != 0
+    assert failed.exit_code == 1
+    assert failed.output.strip() == (
+        "Error: upload to me/big failed (connection reset by peer); run the same command "
+        "again to resume: files already uploaded are skipped"
+    )
     assert sorted(hub.repos["me/big"].files) == [f"data/train-00000-of-{shards:05d}.parquet"]
 
     hub.fail_on_upload = None
