@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from generator.cli.evals import eval_command
+from generator.engines import ChoiceRequest
 from generator.evals import (
     REPORT_FORMAT,
     EvalError,
+    choice_requests,
     compare_reports,
     load_eval_set,
     paired_difference,
@@ -306,3 +308,62 @@ def test_gen_eval_reports_a_bad_set_in_one_line(tmp_path, runner):
     assert done.output == (
         f"Error: {other}: not a gen eval report (expected format {REPORT_FORMAT})\n"
     )
+
+
+# -- option log-probabilities on the other engines ------------------------------------------
+
+DOUBLES = Path(__file__).parent / "doubles"
+
+
+@pytest.fixture
+def vllm(monkeypatch):
+    """The vLLM double on `sys.path` (vLLM itself needs a GPU), with a clean call record."""
+    monkeypatch.syspath_prepend(str(DOUBLES))
+    import vllm
+
+    assert vllm.__version__.endswith("+double")
+    vllm.LLM.instances.clear()
+    return vllm
+
+
+def test_vllm_takes_the_best_form_of_each_letter_from_the_top_20(vllm, monkeypatch):
+    from generator.engines.vllm import VllmEngine
+
+    noise = {f"w{i}": -4.0 - i / 10 for i in range(30)}
+    monkeypatch.setattr(
+        vllm.LLM, "next_token_logprobs", {"A": -2.0, " A": -0.5, "B": -1.0, **noise}
+    )
+    engine = VllmEngine("org/model")
+    assert engine.option_logprobs([ChoiceRequest("be brief", "A or B?")]) == [
+        {"A": -0.5, "B": -1.0}
+    ]
+    (call,) = vllm.LLM.instances[0].calls
+    assert call.conversations == [
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "A or B?"}]
+    ]
+    (params,) = call.sampling_params
+    assert (params.max_tokens, params.temperature, params.logprobs) == (1, 0.0, 20)
+    # "B" is 21st: outside the top 20, so invisible.
+    top = {f"w{i}": -1.0 - i / 100 for i in range(19)}
+    monkeypatch.setattr(vllm.LLM, "next_token_logprobs", {"A": -0.1, **top, "B": -3.0})
+    assert engine.option_logprobs([ChoiceRequest("s", "q")]) == [{"A": -0.1, "B": float("-inf")}]
+
+
+def test_an_openai_compatible_server_gives_the_embedded_models_numbers():
+    """llama-cpp-python's real server on the bundled model, against the embedded engine."""
+    from generator.engines.llamacpp import LlamaCppEngine
+    from generator.engines.openai import OpenAIEngine
+    from tests.servers import MODEL_ALIAS, LlamaServer
+
+    request = choice_requests(parse_item(GOOD, "x"))[0]
+    server = LlamaServer(api_key="eval-test-key")
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("EVAL_TEST_KEY", "eval-test-key")
+            engine = OpenAIEngine(server.base_url, MODEL_ALIAS, api_key_env="EVAL_TEST_KEY")
+            (served,) = engine.option_logprobs([request])
+    finally:
+        server.kill()
+    (embedded,) = LlamaCppEngine(workers=1).option_logprobs([request])
+    assert served == pytest.approx(embedded, abs=1e-3)

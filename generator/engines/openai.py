@@ -34,7 +34,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from generator.engines import Completion, EngineBase, EngineConfig, ModelInfo, Request
+from generator.engines import (
+    ChoiceRequest,
+    Completion,
+    EngineBase,
+    EngineConfig,
+    ModelInfo,
+    Request,
+)
 from generator.errors import EngineError
 from generator.validators import is_int
 
@@ -312,6 +319,67 @@ class OpenAIEngine(EngineBase):
 
     def _fallback(self) -> None:
         self.tokenizer_fallbacks += 1
+
+    def option_logprobs(self, requests: Sequence[ChoiceRequest]) -> list[dict[str, float]]:
+        """Each option letter's log-probability as the reply's first token, from the chat
+        endpoint's `logprobs` (one token, temperature 0, the top 20 alternatives); "A" and
+        " A" both count as "A", the better one wins, and a letter outside the top 20 gets
+        -inf. A request that keeps failing stops the eval with one line: a missing answer
+        must not pass for a tie."""
+        url = f"{self.base_url}/chat/completions"
+
+        async def ask(
+            client: httpx.AsyncClient, limit: asyncio.Semaphore, request: ChoiceRequest
+        ) -> dict[str, float]:
+            body = {
+                "model": self.model_name,
+                "messages": [
+                    {"role": "system", "content": request.system},
+                    {"role": "user", "content": request.prompt},
+                ],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": True,
+                "top_logprobs": 20,
+            }
+            last = ""
+            for attempt in range(self.retry.max_retries + 1):
+                try:
+                    async with limit:
+                        status, headers, raw = await self._post(client, url, body)
+                    if status in RETRYABLE_STATUS:
+                        raise RequestFailed(f"{url}: HTTP {status}", _retry_after(headers))
+                    if status != 200:
+                        text = _brief(raw[:4096].decode("utf-8", "replace"))
+                        raise EngineError(self.redact(f"{url}: HTTP {status}: {text}"))
+                    try:
+                        top = json.loads(raw)["choices"][0]["logprobs"]["content"][0]
+                        pairs = [
+                            (str(t["token"]).strip(), float(t["logprob"]))
+                            for t in top["top_logprobs"]
+                        ]
+                    except (ValueError, RecursionError, KeyError, IndexError, TypeError):
+                        raise EngineError(
+                            f"{url}: the answer has no top_logprobs (does the server support "
+                            "logprobs on chat completions?)"
+                        ) from None
+                    return {
+                        o: max((lp for token, lp in pairs if token == o), default=float("-inf"))
+                        for o in request.options
+                    }
+                except RequestFailed as exc:
+                    last = str(exc)
+                    if attempt < self.retry.max_retries:
+                        await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
+            attempts = self.retry.max_retries + 1
+            raise EngineError(self.redact(f"{last} (after {attempts} attempts)"))
+
+        async def ask_all() -> list[dict[str, float]]:
+            limit = asyncio.Semaphore(self.concurrency)
+            async with self._client() as client:
+                return list(await asyncio.gather(*(ask(client, limit, r) for r in requests)))
+
+        return asyncio.run(ask_all())
 
 
 def _split_credentials(base_url: str, redact: Redactor) -> tuple[str, str, str]:

@@ -34,7 +34,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from generator.engines import Completion, EngineBase, EngineConfig, ModelInfo, Request
+from generator.engines import (
+    ChoiceRequest,
+    Completion,
+    EngineBase,
+    EngineConfig,
+    ModelInfo,
+    Request,
+)
 from generator.errors import EngineError
 
 BATCH_INVARIANT_ENV = "VLLM_BATCH_INVARIANT"
@@ -159,6 +166,37 @@ class VllmEngine(EngineBase):
     def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
         tokenizer = self._llm.get_tokenizer()
         return [len(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
+
+    def option_logprobs(self, requests: Sequence[ChoiceRequest]) -> list[dict[str, float]]:
+        """Each option letter's log-probability as the reply's first token: one greedy
+        token per request with its top 20 log-probabilities (vLLM's default
+        `max_logprobs`), read from `outputs[0].logprobs[0]`, whose `Logprob` entries carry
+        the decoded token; "A" and " A" both count as "A", the better one wins. A letter
+        outside the top 20 gets -inf."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=20)
+        conversations = [
+            [{"role": "system", "content": r.system}, {"role": "user", "content": r.prompt}]
+            for r in requests
+        ]
+        try:
+            outputs = self._llm.chat(conversations, params, use_tqdm=False)
+        except _validation_errors() as exc:
+            raise EngineError(f"vLLM rejected {_parameter(exc)}: {_one_line(exc)}") from None
+        answers = []
+        for output, request in zip(outputs, requests, strict=True):
+            steps = output.outputs[0].logprobs
+            if not steps:
+                raise EngineError("vLLM returned no logprobs for a one-token request")
+            top = [(str(e.decoded_token or "").strip(), e.logprob) for e in steps[0].values()]
+            answers.append(
+                {
+                    o: max((lp for token, lp in top if token == o), default=float("-inf"))
+                    for o in request.options
+                }
+            )
+        return answers
 
 
 def _completion(output: Any) -> Completion:

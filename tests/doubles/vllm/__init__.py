@@ -15,6 +15,9 @@ names and validation rules as vLLM's documented API:
   `vllm.exceptions.VLLMValidationError`, which is not a ValueError;
 - `RequestOutput` and `CompletionOutput` with vLLM's fields, and its five finish
   reasons: `stop`, `length`, `abort`, `error` (retryable), `repetition`;
+- `SamplingParams(logprobs=k)`: `CompletionOutput.logprobs` holds one
+  `{token_id: vllm.logprobs.Logprob}` per generated token, the k most likely of
+  `LLM.next_token_logprobs` (set by the tests);
 - `LLM` defaults as vLLM 0.25 has them (`seed=0`, `gpu_memory_utilization=0.92`);
   a prompt longer than `max_model_len` refused for the whole call, as vLLM does;
 - batch invariance: `vllm.model_executor.layers.batch_invariant` reads
@@ -184,6 +187,9 @@ class LLM:
     abort_prompts_containing: ClassVar[str | None] = None
     # prompt substring -> finish reason the request ends with ("error", "repetition", ...)
     finish_prompts_containing: ClassVar[dict[str, str]] = {}
+    # With SamplingParams.logprobs = k: decoded token -> log-probability at every generated
+    # position, of which the k most likely come back as {token_id: Logprob}, as vLLM does.
+    next_token_logprobs: ClassVar[dict[str, float]] = {"A": -0.7, " B": -1.2, "B": -1.9, "I": -3}
 
     def __init__(
         self,
@@ -278,5 +284,16 @@ class LLM:
             words, finish = words[: max(1, len(words) // 2)], forced[0]
         text = " ".join(words).capitalize() + ("." if finish == "stop" else "")
         ids = [len(w) for w in text.split()]
-        output = CompletionOutput(0, text, ids, None, None, finish_reason=finish)
+        logprobs = None if params.logprobs is None else [_top_logprobs(params.logprobs)] * len(ids)
+        output = CompletionOutput(0, text, ids, None, logprobs, finish_reason=finish)
         return RequestOutput(request_id, prompt, None, None, [output], finished=True)
+
+
+def _top_logprobs(k: int) -> dict[int, Any]:
+    from vllm.logprobs import Logprob
+
+    ranked = sorted(LLM.next_token_logprobs.items(), key=lambda item: -item[1])[:k]
+    return {
+        1000 + rank: Logprob(logprob, rank, token)
+        for rank, (token, logprob) in enumerate(ranked, 1)
+    }
