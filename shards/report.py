@@ -25,13 +25,14 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd; }
 td { vertical-align: top; }
 #samples { table-layout: fixed; }
-#samples col.meta { width: 11rem; } #samples col.doc { width: auto; }
+#samples col.meta { width: 13rem; } #samples col.doc { width: auto; }
 #samples td.doc { overflow-wrap: anywhere; }
 #samples td.doc pre { max-height: 28rem; overflow: auto; margin: .4rem 0; }
 dl.facts { display: grid; grid-template-columns: auto 1fr; gap: 0 .6rem; margin: 0; }
 dl.facts { font-size: .85rem; }
 dl.facts dt { color: #555; } dl.facts dd { margin: 0; font-variant-numeric: tabular-nums; }
 .missing { color: #999; }
+table.figures { width: auto; } table.figures th { white-space: nowrap; padding-right: 2rem; }
 table.shares td.text { max-width: 40rem; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .plots { display: flex; flex-wrap: wrap; gap: 1.5rem; }
