@@ -381,14 +381,33 @@ def _diversity(diversity: dict[str, Any]) -> list[str]:
                     f"{_share(item.get('share'))} |"
                 )
             tables.append("")
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+            columns = list(dict.fromkeys(k for inner in value.values() for k in inner))
+            tables += [
+                f"**{key.replace('_', ' ')}**",
+                "",
+                "| | " + " | ".join(_cell(str(c).replace("_", " ")) for c in columns) + " |",
+                "|---|" + "---|" * len(columns),
+            ]
+            for name, inner in value.items():
+                cells = " | ".join(_cell(_labelled(c, inner.get(c))) for c in columns)
+                tables.append(f"| {_cell(name)} | {cells} |")
+            tables.append("")
         elif isinstance(value, dict):
             lines.append(
                 f"- {key.replace('_', ' ')}: "
-                + ", ".join(f"{k} {_value(v)}" for k, v in value.items())
+                + ", ".join(f"{k} {_labelled(k, v)}" for k, v in value.items())
             )
         else:
-            lines.append(f"- {key.replace('_', ' ')}: {_value(value)}")
+            lines.append(f"- {key.replace('_', ' ')}: {_labelled(key, value)}")
     return [*lines, "", *tables]
+
+
+def _labelled(key: Any, value: Any) -> str:
+    """Shares as percentages; other figures as they are."""
+    if str(key).endswith("share") and isinstance(value, (int, float)):
+        return _share(value)
+    return "missing" if value is None else _value(value)
 
 
 def _cell(value: Any) -> str:

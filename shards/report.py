@@ -207,18 +207,43 @@ def _diversity(diversity: dict[str, Any] | None) -> str:
         label = key.replace("_", " ")
         if isinstance(value, list) and all(isinstance(v, dict) for v in value):
             lists.append(_shares_table(label, value))
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+            lists.append(_nested_table(label, value))
         elif isinstance(value, dict):
-            text = ", ".join(f"{k}: {_number(v)}" for k, v in value.items())
+            text = ", ".join(f"{k}: {_figure_for(k, v)}" for k, v in value.items())
             scalars.append(f"<tr><th>{_e(label)}</th><td>{_e(text)}</td></tr>")
         else:
             scalars.append(
-                f'<tr><th>{_e(label)}</th><td class="num">{_e(_number(value))}</td></tr>'
+                f'<tr><th>{_e(label)}</th><td class="num">{_e(_figure_for(key, value))}</td></tr>'
             )
     return (
         '<h2>Diversity</h2><table id="diversity" class="figures">'
         + "".join(scalars)
         + "</table>"
         + "".join(lists)
+    )
+
+
+def _figure_for(key: Any, value: Any) -> str:
+    """Shares as percentages, everything else as a number or text."""
+    if str(key).endswith("share") and isinstance(value, (int, float)):
+        return f"{value:.1%}"
+    return _number(value)
+
+
+def _nested_table(label: str, rows: dict[str, dict[str, Any]]) -> str:
+    """One row per entry (e.g. per seed kind), one column per figure."""
+    columns = list(dict.fromkeys(k for inner in rows.values() for k in inner))
+    head = "".join(f"<th>{_e(str(c).replace('_', ' '))}</th>" for c in columns)
+    body = "".join(
+        f"<tr><th>{_e(name)}</th>"
+        + "".join(f"<td>{_e(_figure_for(c, inner.get(c)))}</td>" for c in columns)
+        + "</tr>"
+        for name, inner in rows.items()
+    )
+    return (
+        f'<h3>{_e(label)}</h3><table class="nested"><thead><tr><th></th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
     )
 
 

@@ -315,17 +315,36 @@ def test_diversity_is_a_readable_table(tmp_path, runner):
             "documents_measured": 3,
             "distinct_1": 0.41,
             "top_first_sentences": [{"text": long_sentence, "count": 2, "share": 0.6667}],
-            "top_ai_name_share": {"text": "Halcyon", "share": 0.3333},
+            "top_first_sentence_share": 0.6667,
+            "seeds_in_text": {
+                "ai_name": {"most_mentioned": "Halcyon Assist", "most_mentioned_share": 0.3333},
+                "place": {"most_mentioned": None, "most_mentioned_share": 0.0},
+            },
         },
     )
     result = runner.invoke(main, ["inspect", str(build)])
     assert result.exit_code == 0, result.output
     assert "diversity (of 3 documents):" in result.output
     assert "  distinct 1                      0.41" in result.output
-    assert "  top ai name share               text Halcyon, share 0.3333" in result.output
+    assert "  top first sentence share        66.7%" in result.output
+    assert "    ai_name: most mentioned Halcyon Assist, most mentioned share 33.3%" in result.output
+    assert "    place: most mentioned missing, most mentioned share 0.0%" in result.output
     row = next(line for line in result.output.splitlines() if "An opening sentence" in line)
     assert row.endswith("66.7%       2") and "..." in row and len(row) <= 80
     assert "{" not in result.output.split("diversity")[1]
+
+    repo = tmp_path / "repo"
+    assert runner.invoke(main, ["export", str(build), "--local-dir", str(repo)]).exit_code == 0
+    card = (repo / "README.md").read_text()
+    assert "| | most mentioned | most mentioned share |" in card
+    assert "| ai_name | Halcyon Assist | 33.3% |" in card
+    assert "- top first sentence share: 66.7%" in card
+
+    report = tmp_path / "report.html"
+    assert runner.invoke(main, ["inspect", str(build), "--html", str(report)]).exit_code == 0
+    page = report.read_text()
+    assert "<tr><th>ai_name</th><td>Halcyon Assist</td><td>33.3%</td></tr>" in page
+    assert "{" not in page.split("<h2>Diversity</h2>")[1].split("<h2>")[0]
 
 
 # -- 5. dataset card --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ commands so `gen --help` stays instant.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +173,29 @@ def _diversity_lines(diversity: dict[str, Any], width: int = 62) -> list[str]:
                 count_text = f"{count:,}" if isinstance(count, int) else "-"
                 tables.append(f"    {lines_text:<{width - 2}}{share_text:>8}{count_text:>8}")
         elif isinstance(value, dict):
-            parts = ", ".join(f"{k} {_figure(v)}" for k, v in value.items())
-            figures.append(f"  {label:<32}{_clip(parts, width)}")
+            tables += ["", f"  {label}:"]
+            for name, inner in value.items():
+                text = _pairs(inner) if isinstance(inner, dict) else _figure(inner, str(name))
+                tables += textwrap.wrap(
+                    text,
+                    width=78,
+                    initial_indent=f"    {name}: ",
+                    subsequent_indent=" " * 6,
+                    break_on_hyphens=False,
+                )
         else:
-            figures.append(f"  {label:<32}{_clip(_figure(value), width)}")
+            figures.append(f"  {label:<32}{_clip(_figure(value, key), width)}")
     return figures + tables
 
 
-def _figure(value: Any) -> str:
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{str(k).replace('_', ' ')} {_figure(v, str(k))}" for k, v in values.items())
+
+
+def _figure(value: Any, key: str = "") -> str:
+    """A figure as a person reads it: shares as percentages, counts with separators."""
+    if key.endswith("share") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
