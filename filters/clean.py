@@ -26,6 +26,13 @@ from generator.validators import is_int
 _OPENERS = (
     r"(?:sure|certainly|of\s+course|absolutely|okay|ok|great|alright|gladly|happy\s+to\s+help)"
 )
+# How a model praises a request ("What a fascinating prompt!"), as opposed to a narrator's
+# "What a thankless task it had been".
+_PRAISING = (
+    r"(?:fascinating|great|wonderful|interesting|intriguing|delightful|lovely|excellent|fantastic"
+    r"|thought-provoking|fun|creative|beautiful|compelling|unique|powerful|thoughtful|brilliant"
+    r"|amazing|exciting|rich|evocative|imaginative|timely|important|cool|neat|very|really|truly)"
+)
 _SENTENCE_REST = r"[^\n]*?(?:[.!?:](?=\s|$)|$)"  # to the end of the sentence or line
 
 # One preamble sentence at the start of the text, addressed to the reader.
@@ -33,8 +40,8 @@ _PREAMBLE = re.compile(
     rf"""^\s*(?:
         {_OPENERS}\b[!.,]*\s*(?:$|\n|(?=here|below|i(?:'d|\s+would|'m|\s+am|'ve|\s+have)\b|what\s+an?\b
             |great\s+question|as\s+requested))
-      | what\s+an?\s+(?:[\w-]+\s+){{0,2}}(?:prompt|request|idea|premise|question|task|challenge
-            |scenario|topic|assignment){_SENTENCE_REST}
+      | what\s+an?\s+(?:{_PRAISING}\s+){{1,2}}(?:prompt|request|idea|premise|question|task
+            |challenge|scenario|topic|assignment){_SENTENCE_REST}
       | (?:great|good|excellent|fantastic|wonderful|interesting|fascinating|lovely)\s+(?:question
             |prompt|idea|request|premise|choice){_SENTENCE_REST}
       | (?:thank\s+you|thanks)\s+for\s+(?:the|this|your|such)\b{_SENTENCE_REST}
@@ -178,7 +185,8 @@ _PLACEHOLDER_CASED = re.compile(
 )
 # Praise of the request at the start of any line (outside speech), e.g. after a title.
 _PRAISE = re.compile(
-    r"""^[ \t]*(?:what\s+an?\s+(?:[\w-]+\s+){0,2}(?:prompt|request|premise|task|assignment)\b
+    rf"""^[ \t]*(?:what\s+an?\s+(?:{_PRAISING}\s+){{1,2}}(?:prompt|request|premise|task
+        |assignment)\b
     | (?:great|good|excellent|fantastic|wonderful|fascinating)\s+(?:question|prompt|request)[!.]
     | (?:thank\s+you|thanks)\s+for\s+(?:the|this|your|such\s+an?)\s+(?:\w+\s+)?
         (?:prompt|request))""",
