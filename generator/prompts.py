@@ -164,10 +164,12 @@ class Choice:
     requires: Condition = ()
     excludes: Condition = ()
     weight: float = 1.0
+    marks: frozenset[str] = field(init=False, compare=False)
+    sorted_tags: tuple[str, ...] = field(init=False, compare=False)
 
-    @property
-    def marks(self) -> frozenset[str]:
-        return self.tags | {self.text}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "marks", self.tags | {self.text})
+        object.__setattr__(self, "sorted_tags", tuple(sorted(self.tags)))
 
 
 @dataclass(frozen=True)
@@ -196,11 +198,14 @@ class Slot:
     matchable: frozenset[str]
     list_name: str = ""
     pool: SeedPool | None = None
-    cache: dict[tuple[int, ...], tuple[tuple[int, ...], list[float]]] = field(default_factory=dict)
+    watched: bool = False
+    cache: dict[Any, tuple[tuple[int, ...], list[float]]] = field(default_factory=dict)
+    generated: bool = field(init=False)
+    static: tuple[tuple[int, ...], list[float]] = field(init=False)
 
-    @property
-    def generated(self) -> bool:
-        return self.kind in GENERATED_KINDS
+    def __post_init__(self) -> None:
+        self.generated = self.kind in GENERATED_KINDS
+        self.static = _compatible(self, {})
 
 
 @dataclass(frozen=True)
@@ -279,9 +284,10 @@ def _check_size(value: Any) -> Any:
 
 def _check_arguments(args: Iterable[Any]) -> None:
     for arg in args:
-        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_INT_ARGUMENT:
+        kind = type(arg)
+        if kind is int and abs(arg) > MAX_INT_ARGUMENT:
             raise _Exceeded(f"argument {arg} is larger than {MAX_INT_ARGUMENT:,}")
-        if isinstance(arg, str) and _WIDE_FORMAT.search(arg):
+        if kind is str and ("%" in arg or "{" in arg) and _WIDE_FORMAT.search(arg):
             raise _Exceeded("a format width is larger than 999,999")
 
 
@@ -293,18 +299,29 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     `indent` and `center` multiply their input, so their arguments are checked
     against the size they would produce."""
 
+    amplifies = name in ("indent", "center", "wordwrap")
+
     @functools.wraps(func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         budget = _budget()
-        budget.tick()
-        _check_arguments(itertools.chain(args, kwargs.values()))
-        if name in ("indent", "center", "wordwrap") and args:
+        budget.calls += 1
+        if budget.calls > MAX_CALLS:
+            raise _Exceeded(f"more than {MAX_CALLS:,} calls")
+        if not budget.calls & 63:
+            budget.tick()
+        _check_arguments(args)
+        if kwargs:
+            _check_arguments(kwargs.values())
+        if amplifies and args:
             text = next((a for a in args if isinstance(a, str)), "")
             widths = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
             lines = text.count("\n") + 1
             if widths and max(widths) * lines > MAX_VALUE_CHARS:
                 raise _Exceeded(f"filter {name} would produce more than {MAX_VALUE_CHARS:,}")
-        return _check_size(func(*args, **kwargs))
+        result = func(*args, **kwargs)
+        if isinstance(result, (str, list)) and len(result) > MAX_VALUE_CHARS:
+            raise _Exceeded(f"a value grew past {MAX_VALUE_CHARS:,} items")
+        return result
 
     return bounded
 
@@ -476,6 +493,7 @@ class TemplateLibrary:
         self._list_paths: dict[str, Path] = {}
         self._pools: dict[str, SeedPool] = {}
         self._systems: dict[tuple[str, str], str] = {}
+        self._compiled: dict[str, jinja2.Template] = {}
 
     # -- discovery -------------------------------------------------------------
 
@@ -521,6 +539,9 @@ class TemplateLibrary:
         template = self._template_name(path, "template", data["template"])
         constants = self._parse_constants(path, data.get("constants"))
         slots = self._parse_slots(path, data["axes"], data.get("draws"))
+        watched = {n for s in slots for n in s.referenced}
+        for slot in slots:
+            slot.watched = slot.name in watched
         names = [s.name for s in slots]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
@@ -729,6 +750,10 @@ class TemplateLibrary:
     def _sample(
         self, family: Family, rng: random.Random
     ) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
+        """The hot path of planning: per slot, a cached list of compatible choices
+        keyed by the choices of the slots its conditions name, one random number
+        (or a pool draw), and bookkeeping only for slots that conditions watch."""
+        rand = rng.random
         chosen: dict[str, Any] = {}
         tags: dict[str, tuple[str, ...]] = {}
         ids: dict[str, int] = {}
@@ -736,45 +761,56 @@ class TemplateLibrary:
         tradition = -1
         taken: dict[str, set[str]] = {}
         for slot in family.slots:
+            name = slot.name
             if slot.when and not _holds(slot.when, marks):
-                chosen[slot.name] = "" if slot.count == 1 else []
-                tags[slot.name] = ()
-                ids[slot.name] = -1
-                marks[slot.name] = EMPTY
+                chosen[name] = "" if slot.count == 1 else []
+                if slot.generated:
+                    tags[name] = ()
+                if slot.watched:
+                    ids[name] = -1
+                    marks[name] = EMPTY
                 continue
-            key = tuple(ids[n] for n in slot.referenced)
-            compatible = slot.cache.get(key)
-            if compatible is None:
-                compatible = _compatible(slot, marks)
-                slot.cache[key] = compatible
-            indices, cumulative = compatible
-            if slot.kind == "person" and tradition in indices:
-                at = tradition
-            elif slot.generated:
-                at = indices[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
-            elif slot.count == 1:
-                at = indices[int(rng.random() * len(indices))]
+            referenced = slot.referenced
+            if not referenced:
+                indices, cumulative = slot.static
             else:
-                picked = rng.sample(indices, slot.count)
-                chosen[slot.name] = [slot.choices[i].text for i in picked]
-                union = frozenset().union(*(slot.choices[i].tags for i in picked))
-                tags[slot.name] = tuple(sorted(union))
-                ids[slot.name] = picked[0]
-                marks[slot.name] = union
-                continue
-            choice = slot.choices[at]
+                key = (
+                    ids[referenced[0]]
+                    if len(referenced) == 1
+                    else tuple([ids[n] for n in referenced])
+                )
+                compatible = slot.cache.get(key)
+                if compatible is None:
+                    compatible = slot.cache[key] = _compatible(slot, marks)
+                indices, cumulative = compatible
             if slot.generated:
+                if slot.kind == "person" and tradition in indices:
+                    at = tradition
+                else:
+                    at = indices[bisect.bisect(cumulative, rand() * cumulative[-1])]
                 pool = cast(SeedPool, slot.pool)
-                values = pool.draw(at, rng, slot.count, taken.setdefault(slot.kind, set()))
-                chosen[slot.name] = values[0] if slot.count == 1 else values
-                marks[slot.name] = choice.tags
+                used = taken.get(slot.kind)
+                if used is None:
+                    used = taken[slot.kind] = set()
+                values = pool.draw(at, rng, slot.count, used)
+                chosen[name] = values[0] if slot.count == 1 else values
+                choice = slot.choices[at]
+                tags[name] = choice.sorted_tags
                 if slot.kind == "person":
                     tradition = at
+                if slot.watched:
+                    ids[name] = at
+                    marks[name] = choice.tags
+            elif slot.count == 1:
+                at = indices[int(rand() * len(indices))]
+                choice = slot.choices[at]
+                chosen[name] = choice.text
+                if slot.watched:
+                    ids[name] = at
+                    marks[name] = choice.marks
             else:
-                chosen[slot.name] = choice.text
-                marks[slot.name] = choice.marks
-            tags[slot.name] = tuple(sorted(choice.tags))
-            ids[slot.name] = at
+                picked = rng.sample(indices, slot.count)
+                chosen[name] = [slot.choices[i].text for i in picked]
         return chosen, tags
 
     def render(self, family: Family, axes: dict[str, Any]) -> str:
@@ -783,7 +819,11 @@ class TemplateLibrary:
     def _render(self, family: Family, template_name: str, variables: dict[str, Any]) -> str:
         token = _BUDGET.set(_Budget(template_name))
         try:
-            template = self.env.get_template(f"families/{template_name}")
+            template = self._compiled.get(template_name)
+            if template is None:
+                template = self._compiled[template_name] = self.env.get_template(
+                    f"families/{template_name}"
+                )
             context = template.new_context(variables)
             pieces: list[str] = []
             size = 0
@@ -985,6 +1025,60 @@ class Planner:
 
     def plan_many(self, indices: Iterable[int]) -> list[RenderedPrompt]:
         return [self.plan(i) for i in indices]
+
+
+def plan_stats(planner: Planner, indices: Iterable[int], top: int = 1) -> dict[str, Any]:
+    """How concentrated a plan is, without a model: for every axis and draw, the
+    share of documents holding its most frequent value; and how often a full
+    combination (every axis and draw of a document) or the combination of the
+    curated axes alone repeats. Combinations are counted by 8-byte digests, so a
+    million documents fit in memory."""
+    values: dict[str, dict[str, int]] = {}
+    combos: dict[bytes, int] = {}
+    axis_combos: dict[bytes, int] = {}
+    families: dict[str, int] = {}
+    total = 0
+    for index in indices:
+        rendered = planner.plan(index)
+        total += 1
+        families[rendered.family] = families.get(rendered.family, 0) + 1
+        family = planner.library.family(rendered.family)
+        curated = []
+        for name, value in rendered.axes.items():
+            counts = values.setdefault(name, {})
+            for item in set(value) if isinstance(value, list) else (value,):
+                if item:
+                    counts[item] = counts.get(item, 0) + 1
+            if name in family.axes:
+                curated.append(value)
+        full = hashlib.blake2b(
+            json.dumps([rendered.family, rendered.axes], ensure_ascii=False).encode(),
+            digest_size=8,
+        ).digest()
+        combos[full] = combos.get(full, 0) + 1
+        key = hashlib.blake2b(
+            json.dumps([rendered.family, curated], ensure_ascii=False).encode(), digest_size=8
+        ).digest()
+        axis_combos[key] = axis_combos.get(key, 0) + 1
+    axes = {}
+    for name, counts in sorted(values.items()):
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        axes[name] = {
+            "distinct": len(counts),
+            "top": [{"value": v, "documents": c, "share": c / total} for v, c in ranked],
+        }
+    return {
+        "documents": total,
+        "families": families,
+        "axes": axes,
+        "max_top_share": max(
+            (a["top"][0]["share"] for a in axes.values() if a["top"]), default=0.0
+        ),
+        "repeated_combinations": sum(1 for c in combos.values() if c > 1),
+        "max_combination_repeats": max(combos.values(), default=0),
+        "repeated_axis_combinations": sum(1 for c in axis_combos.values() if c > 1),
+        "max_axis_combination_repeats": max(axis_combos.values(), default=0),
+    }
 
 
 # -- conditions --------------------------------------------------------------------

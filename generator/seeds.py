@@ -110,10 +110,12 @@ class _Pattern:
     pieces: tuple[str, ...]
     size: int
 
-    def make(self, parts: dict[str, tuple[str, ...]], rng: random.Random) -> str:
+    def make(self, parts: dict[str, tuple[Any, ...]], rng: random.Random) -> str:
         out = [self.pieces[0]]
         for (name, case), piece in zip(self.slots, self.pieces[1:], strict=True):
             value = parts[name][int(rng.random() * len(parts[name]))]
+            if isinstance(value, _Pattern):
+                value = value.make(parts, rng)
             if case == "upper":
                 value = value.upper()
             elif case == "title":
@@ -125,8 +127,11 @@ class _Pattern:
 
 class ComposedPool(SeedPool):
     """A pool whose variants each hold patterns over shared and per-variant parts.
-    A pattern is drawn in proportion to its number of combinations (or its
-    declared weight), so every value of a variant is about equally likely."""
+    A pattern is drawn in proportion to its number of combinations, so every
+    value of a variant is about equally likely, unless the variant gives its
+    patterns weights (`{pattern: P, weight: W}`; a bare pattern then weighs 1),
+    which keeps a small readable pattern ("{nickname}") from vanishing beside
+    a large composed one."""
 
     def __init__(self, kind: str, data: Any, where: str) -> None:
         self.kind = kind
@@ -135,7 +140,7 @@ class ComposedPool(SeedPool):
         shared = _parts(data.get("parts") or {}, f"{where}: parts")
         banned = {str(b).lower() for b in data.get("banned") or []}
         variants: list[Variant] = []
-        self._parts: list[dict[str, tuple[str, ...]]] = []
+        self._parts: list[dict[str, tuple[Any, ...]]] = []
         self._patterns: list[tuple[_Pattern, ...]] = []
         self._cumulative: list[list[float]] = []
         self._banned = banned | (BANNED_AI_NAMES if kind == "ai-name" else frozenset())
@@ -143,14 +148,19 @@ class ComposedPool(SeedPool):
             at = f"{where}: variants.{name}"
             if not isinstance(spec, dict) or not spec.get("patterns"):
                 raise TemplateError(f"{at}: expected tags, weight and patterns")
-            parts = {**shared, **_parts(spec.get("parts") or {}, f"{at}.parts")}
+            parts: dict[str, tuple[Any, ...]] = {
+                **shared,
+                **_parts(spec.get("parts") or {}, f"{at}.parts"),
+            }
+            parts = _nest(parts, at)
             patterns = []
             weights = []
+            explicit = any(not isinstance(raw, str) for raw in spec["patterns"])
             for raw in spec["patterns"]:
-                text, weight = (raw, None) if isinstance(raw, str) else _weighted(raw, at)
+                text, weight = (raw, 1.0) if isinstance(raw, str) else _weighted(raw, at)
                 pattern = _compile(text, parts, at)
                 patterns.append(pattern)
-                weights.append(float(weight) if weight is not None else float(pattern.size))
+                weights.append(weight if explicit else float(pattern.size))
             tags = frozenset(str(t) for t in spec.get("tags") or [])
             weight = spec.get("weight", 1)
             if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
@@ -278,6 +288,23 @@ def build_pool(kind: str, load: Callable[[str], tuple[Any, str]]) -> SeedPool:
     return ComposedPool(kind, data, where)
 
 
+def _nest(parts: dict[str, tuple[Any, ...]], where: str) -> dict[str, tuple[Any, ...]]:
+    """Part values may themselves be patterns over other parts ("the outskirts of
+    {town}"), one level deep, so a shared phrasing can serve every variant."""
+    flat = {n: v for n, v in parts.items() if not any(SLOT.search(x) for x in v)}
+    nested = {}
+    for name, values in parts.items():
+        if name in flat:
+            continue
+        try:
+            nested[name] = tuple(
+                _compile(v, flat, f"{where}: part {name}") if SLOT.search(v) else v for v in values
+            )
+        except TemplateError:
+            continue  # refers to a part this variant lacks; unusable here, and unused
+    return {**flat, **nested}
+
+
 def _parts(raw: Any, where: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(raw, dict):
         raise TemplateError(f"{where}: expected a mapping of part names to lists")
@@ -307,7 +334,7 @@ def _weighted(raw: Any, where: str) -> tuple[str, float]:
     return raw["pattern"], float(weight)
 
 
-def _compile(text: str, parts: dict[str, tuple[str, ...]], where: str) -> _Pattern:
+def _compile(text: str, parts: dict[str, tuple[Any, ...]], where: str) -> _Pattern:
     slots = []
     pieces = []
     last = 0
@@ -318,7 +345,7 @@ def _compile(text: str, parts: dict[str, tuple[str, ...]], where: str) -> _Patte
             raise TemplateError(f"{where}: pattern '{text}' names unknown part '{name}'")
         pieces.append(text[last : match.start()])
         slots.append((name, match.group(2)))
-        size *= len(parts[name])
+        size *= sum(v.size if isinstance(v, _Pattern) else 1 for v in parts[name])
         last = match.end()
     pieces.append(text[last:])
     return _Pattern(text, tuple(slots), tuple(pieces), size)

@@ -63,7 +63,8 @@ def test_prompts_have_no_unrendered_markup_and_name_the_required_words(library, 
         assert "{{" not in rendered.prompt and "{%" not in rendered.prompt
         for word in rendered.axes["words"]:
             assert word in rendered.prompt
-        assert "[Name]" in rendered.prompt  # the ban on placeholders is spelled out
+        # The ban on placeholders is spelled out, in the shared system prompt or the brief.
+        assert "[Name]" in rendered.system + rendered.prompt
 
 
 def test_plain_render_shows_axes_and_prompt(runner):

@@ -77,3 +77,59 @@ def templates_render(
         click.echo("")
         click.echo(rendered.prompt)
         click.echo("")
+
+
+@templates.command("stats")
+@templates_option
+@click.option("--mix", "mix_ref", default="alignment-stories", show_default=True)
+@click.option("--n", "count", type=click.IntRange(min=1), default=10000, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Default: the mix's seed.")
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@user_errors
+def templates_stats(
+    templates_dir: Path | None,
+    mix_ref: str,
+    count: int,
+    seed: int | None,
+    top: int,
+    as_json: bool,
+) -> None:
+    """Plan N documents of a mix (no model) and report how concentrated they are:
+    the share of the most frequent value of every axis and draw, and how often a
+    full combination of values repeats.
+
+    \b
+    Example:
+      gen templates stats --mix alignment-stories --n 100000
+    """
+    from generator.mix import load_mix
+    from generator.prompts import Planner, TemplateLibrary, plan_stats
+
+    library = TemplateLibrary(templates_dir)
+    mix = load_mix(mix_ref, library)
+    planner = Planner(library, dict(mix.families), mix.seed if seed is None else seed)
+    stats = plan_stats(planner, range(count), top=top)
+    if as_json:
+        click.echo(json.dumps(stats, ensure_ascii=False))
+        return
+    click.echo(
+        f"{stats['documents']} documents planned: "
+        + ", ".join(f"{name} {n}" for name, n in sorted(stats["families"].items()))
+    )
+    click.echo(f"{'axis or draw':<22} {'distinct':>9} {'top share':>10}  most frequent value")
+    for name, axis in stats["axes"].items():
+        for rank, entry in enumerate(axis["top"]):
+            label = name if rank == 0 else ""
+            distinct = f"{axis['distinct']:>9}" if rank == 0 else " " * 9
+            value = entry["value"] if len(entry["value"]) <= 60 else entry["value"][:57] + "..."
+            click.echo(f"{label:<22} {distinct} {entry['share']:>9.3%}  {value}")
+    full, most = stats["repeated_combinations"], stats["max_combination_repeats"]
+    curated, most_curated = (
+        stats["repeated_axis_combinations"],
+        stats["max_axis_combination_repeats"],
+    )
+    click.echo(
+        f"full combinations repeated: {full} (at most {most} times); "
+        f"curated axes alone: {curated} (at most {most_curated} times)"
+    )
