@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import datasets
 import pyarrow as pa
@@ -8,8 +9,15 @@ import pytest
 
 from generator.errors import ShardError
 from generator.records import Document, content_id
-from shards.format import SCHEMA, read_documents
-from shards.writer import ShardConfig, write_arrow_atomic, write_shards
+from shards.format import SCHEMA, read_batches, read_documents
+from shards.writer import (
+    ShardConfig,
+    staged_folder,
+    write_arrow_atomic,
+    write_dropped_shards,
+    write_json_atomic,
+    write_shards,
+)
 
 
 def make_docs(n: int, words: int = 20) -> list[Document]:
@@ -103,4 +111,64 @@ def test_a_failed_write_leaves_no_file(tmp_path):
 
     with pytest.raises(RuntimeError):
         write_arrow_atomic(path, broken())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dropped_rows_round_trip_with_their_reasons(tmp_path):
+    docs = make_docs(5)
+    rows = [(docs[0], "refusal"), (docs[1].replace(scores={"quality": 0.2}), "low-quality")]
+    rows += [(d, "near-duplicate") for d in docs[2:]]
+    shards = write_dropped_shards(rows, tmp_path, ShardConfig(max_rows=3), ["quality", "slop"])
+    assert [(s.path, s.rows) for s in shards] == [
+        ("dropped/shard-00000.arrow", 3),
+        ("dropped/shard-00001.arrow", 2),
+    ]
+    table = pa.concat_tables(
+        pa.Table.from_batches(list(read_batches(tmp_path / s.path, dropped=True))) for s in shards
+    )
+    assert table.column("drop_reason").to_pylist() == [reason for _, reason in rows]
+    assert table.column("score_quality").to_pylist() == [None, 0.2, None, None, None]
+    assert table.column("id").to_pylist() == [d.id for d, _ in rows]
+    # A dropped-rows shard is not a kept-rows shard, and the other way round.
+    with pytest.raises(ShardError, match="not a shard of this format"):
+        list(read_batches(tmp_path / shards[0].path))
+
+
+def test_writing_never_touches_a_file_that_looks_like_a_temporary(tmp_path, monkeypatch):
+    """The temporary name is new and opened exclusively: a user's file (or a symlink to
+    one) under the old predictable name survives a write beside it."""
+    monkeypatch.setattr("os.getpid", lambda: 4242)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (tmp_path / ".shard-00000.arrow.tmp-4242").symlink_to(victim)
+    (tmp_path / ".manifest.json.tmp-4242").write_text("also mine")
+    write_arrow_atomic(tmp_path / "shard-00000.arrow", make_docs(2))
+    write_json_atomic(tmp_path / "manifest.json", {"ok": True})
+    assert victim.read_text() == "mine"
+    assert (tmp_path / ".manifest.json.tmp-4242").read_text() == "also mine"
+    assert len(list(read_documents([tmp_path / "shard-00000.arrow"]))) == 2
+
+
+def test_staged_folder_refuses_what_it_must_not_replace(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
+    for target, message in [
+        (tmp_path / "full", "exists and is not empty"),
+        (tmp_path / "afile", "exists and is not a folder"),
+        (tmp_path / "afile" / "sub", "is a file, not a folder"),
+        (Path("."), "is the current folder or holds it"),
+        (tmp_path, "is the current folder or holds it"),
+    ]:
+        with pytest.raises(ShardError, match=message), staged_folder(target):
+            pytest.fail("the block must not run")
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+def test_staged_folder_leaves_nothing_when_the_block_fails(tmp_path):
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "a" / "b" / "out") as staging:
+        (staging / "half.parquet").write_text("half")
+        raise RuntimeError("disk died")
     assert list(tmp_path.iterdir()) == []
