@@ -237,4 +237,7 @@ def test_build_drops_contaminated_rows_and_records_the_eval_file(
     }
     assert victim["id"] not in kept_ids
     assert manifest["diversity"]["documents_measured"] == manifest["counts"]["kept"]
+    seeds = manifest["diversity"]["seeds_in_text"]
+    assert set(seeds) == {"ai_name", "organization", "place"}
+    assert all(seeds[draw]["distinct_drawn"] >= 1 for draw in seeds)  # read from the rows' axes
     assert str(tmp_path) not in json.dumps(manifest["config"])
