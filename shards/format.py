@@ -63,13 +63,14 @@ def is_shard_schema(schema: pa.Schema, dropped: bool = False) -> bool:
     (added by scorers, kept so users can re-threshold without regenerating).
 
     A shard of dropped rows (`dropped=True`) also has one `drop_reason` string
-    column among the extra columns, so the reason travels with the row.
+    column among the extra columns (anywhere: before or after the scores), so the
+    reason travels with the row.
     """
     base = pa.schema(list(schema)[: len(SCHEMA)])
     extra = list(schema)[len(SCHEMA) :]
     if dropped:
         reasons = [f for f in extra if f.name == DROP_REASON.name]
-        if len(reasons) != 1 or not reasons[0].equals(DROP_REASON):
+        if len(reasons) != 1 or not pa.types.is_string(reasons[0].type):
             return False
         extra = [f for f in extra if f.name != DROP_REASON.name]
     return base.equals(SCHEMA) and all(

@@ -234,10 +234,9 @@ def summarize(view: BuildView) -> dict[str, Any]:
         )
     manifest = view.manifest
     if view.dropped:
-        reasons = table.group_by("drop_reason").aggregate([("drop_reason", "count")])
-        names = reasons.column("drop_reason").to_pylist()
+        reasons = pc.value_counts(pc.fill_null(table.column("drop_reason"), "(no reason)"))
         dropped: dict[str, int] | None = dict(
-            sorted(zip(names, reasons.column("drop_reason_count").to_pylist(), strict=True))
+            sorted((r["values"], r["counts"]) for r in reasons.to_pylist())
         )
     else:
         recorded = manifest.counts.get("dropped") if manifest else None

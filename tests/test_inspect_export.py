@@ -201,6 +201,16 @@ def test_the_help_examples_run_on_a_real_build(build, runner):
         assert "matching --where/--family: " in result.output
 
 
+def test_the_rows_a_real_build_dropped_are_readable(build, manifest, runner):
+    result = runner.invoke(main, ["inspect", str(build), "--dropped"])
+    assert result.exit_code == 0, result.output
+    dropped = manifest["counts"]["dropped"]
+    assert f"{build}: {sum(dropped.values()):,} dropped rows" in result.output
+    if dropped:
+        listed = ", ".join(f"{n:,} {reason}" for reason, n in sorted(dropped.items()))
+        assert f"dropped: {listed}" in result.output
+
+
 def test_a_real_build_reports_nulls_and_refuses_bad_families(build, runner):
     nulls = runner.invoke(main, ["inspect", str(build), "--where", "score_quality is null"])
     assert nulls.exit_code == 0 and "matching --where/--family: 0 of " in nulls.output

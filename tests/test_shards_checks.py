@@ -18,6 +18,7 @@ import yaml
 
 from generator.cli import main
 from generator.records import Document
+from shards.format import schema_for, to_batch
 from shards.manifest import MANIFEST_FORMAT
 from shards.writer import BATCH_ROWS, ShardConfig, write_dropped_shards, write_shards
 
@@ -517,3 +518,20 @@ def test_an_upload_with_no_network_is_one_line(tmp_path, runner, monkeypatch):
         "run the same command again to resume: files already uploaded are skipped"
     )
     assert "hf_secret_never_printed" not in result.output
+
+
+def test_drop_reason_may_follow_the_scores(tmp_path, runner):
+    """The build's merge writes `drop_reason` after the score columns; readers take it
+    anywhere among the extra columns."""
+    build = make_build(tmp_path / "out", make_docs(3))
+    schema = pa.schema([*schema_for(SCORES), pa.field("drop_reason", pa.string())])
+    base = to_batch(make_docs(2, start=10))
+    batch = pa.RecordBatch.from_arrays([*base.columns, pa.array(["refusal", "empty"])], schema)
+    shard = build / "dropped" / "shard-00000.arrow"
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(batch)
+    entry = {"path": "dropped/shard-00000.arrow", "rows": 2, "bytes": shard.stat().st_size}
+    rewrite_manifest(build, lambda m: m.update(dropped_shards=[{**entry, "sha256": ""}]))
+    result = runner.invoke(main, ["inspect", str(build), "--dropped"])
+    assert result.exit_code == 0, result.output
+    assert "dropped: 1 empty, 1 refusal" in result.output
