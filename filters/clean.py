@@ -92,20 +92,25 @@ _META = r"""(?:the|your|this)\s+(?:prompt|instructions)\s+(?:asks|asked|says|sai
         |generated|designed|crafted)\s+(?:to|for|as|in\s+response)
     | note:\s*(?:this|the)\s+(?:story|document|report|piece|text|narrative)\s+(?:is|was
         |incorporates|includes|uses|features)"""
-_REFUSAL_ANYWHERE = r"""as\s+an\s+ai\s+(?:language\s+model|assistant)
+# Refusals name the request: an AI narrator who "cannot provide that access" is the
+# aligned behaviour these documents exist to show, not a refusal to write them.
+_DECLINE = (
+    r"(?:cannot|can't|can\s+not|won't|will\s+not|(?:am\s+)?unable\s+to|(?:am\s+)?not\s+able\s+to)"
+)
+_WRITE = r"(?:help|assist|write|create|fulfil|fulfill|comply|provide|generate|produce|complete)"
+_REFUSAL_ANYWHERE = rf"""as\s+an\s+ai\s+(?:language\s+model|assistant)
     | as\s+a\s+(?:large\s+)?language\s+model
-    | i(?:'m|\s+am)\s+sorry,?\s+but\s+i\s+(?:can(?:'t|not)|am\s+unable|won't|will\s+not)
-    | i\s+(?:cannot|can't|won't|am\s+unable\s+to)\s+(?:help\s+with|assist\s+with|fulfil|fulfill
-        |comply|create|write|provide)\s+(?:this|that|your|such|the\s+requested)"""
+    | i\s+{_DECLINE}\s+{_WRITE}\s+(?:with\s+)?(?:this|that|your|such\s+an?|the\s+requested)
+        \s+(?:request|story|prompt|content|task|kind\s+of|type\s+of)"""
 _SIGN_OFF = re.compile(rf"^\s*(?:{_OFFER}|{_META})", re.IGNORECASE | re.VERBOSE)
 # A sign-off sentence that ends the last paragraph, outside any quotation.
 _TRAILING_OFFER = re.compile(
     rf"(?<=[.!?])\s+(?:{_OFFER})[^\"“”\n.!?]*[.!?]*\s*$", re.IGNORECASE | re.VERBOSE
 )
 _REFUSAL = re.compile(
-    r"""^\s*(?:i'?m\s+sorry|i\s+am\s+sorry|i\s+apologi[sz]e|i\s+(?:cannot|can't|can\s+not|won't)
-        |i'?m\s+(?:unable|not\s+able)|i\s+am\s+(?:unable|not\s+able)|as\s+an\s+ai(?:\s+language\s+model)?,
-        |unfortunately,?\s+i\s+(?:cannot|can't))""",
+    rf"""^\s*(?:(?:i'?m|i\s+am)\s+sorry|i\s+apologi[sz]e|unfortunately),?\s+(?:but\s+)?i\s+{_DECLINE}
+      | i(?:'m|\s+am)?\s+{_DECLINE}\s+{_WRITE}\b
+      | as\s+an\s+ai(?:\s+language\s+model)?,""",
     re.IGNORECASE | re.VERBOSE,
 )
 _SENTENCE_PUNCTUATION = frozenset('.!?:;,"”’)')

@@ -66,6 +66,7 @@ DIALOGUE = [
     f"Of course, the gauge had failed before. {BODY}",
     f"Here, in the valley, the river ran high. {BODY}",
     f"What a thankless task it had been, keeping the gauges. {BODY}",
+    f"{BODY} I cannot provide that access, I told the operator, and I logged the request.",
     f"{BODY}\nWhat a strange request, Ruth thought, and signed it anyway.",
     f"{BODY} I hope this relay holds, she thought; the prompt reply from the board was that "
     "the operators cannot wait for the required words of the audit.",

@@ -50,10 +50,25 @@ def test_text_without_chatter_is_unchanged():
         "I cannot help with this request.",
         "As an AI language model, I do not write fiction about AI.",
         "Unfortunately, I can't assist with that.",
+        "I'm unable to write this story.",
+        "I apologise, but I cannot continue.",
     ],
 )
 def test_refusals_are_detected(text):
     assert is_refusal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I cannot remember a time before the harbour had a gauge.",
+        "I'm sorry I was late, Ruth wrote at the top of the page.",
+        "I won't pretend the audit was easy.",
+        "I'm unable to sleep on the night before an audit.",
+    ],
+)
+def test_a_first_person_document_is_not_a_refusal(text):
+    assert not is_refusal(text)
 
 
 def test_an_apology_inside_a_story_is_not_a_refusal():
