@@ -425,7 +425,7 @@ def parse_generated(text: str) -> dict[str, str] | None:
     field is missing."""
     matches = list(_FIELD.finditer(text))
     fields: dict[str, str] = {}
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
+    for match, following in zip(matches, [*matches[1:], None], strict=False):
         value = text[match.end() : following.start() if following else len(text)]
         value = re.split(r"\n\s*\n", value.strip(), maxsplit=1)[0]
         fields.setdefault(match.group(1).lower(), " ".join(value.split()).strip(" *_\"'"))
@@ -520,17 +520,18 @@ def generate_eval_set(
     counts["failed_validation"] = dict(sorted(failed.items()))
     counts["valid"] = len(valid)
 
-    # Near-duplicates, among the new items and against the shipped set.
+    # Near-duplicates, among the new items and against the shipped set, over each item's
+    # whole text: scenarios alone are too short for one changed word to keep Jaccard high.
     hasher = MinHasher(num_perm=128, ngram=3)
     index = NearDuplicateIndex(threshold=dedup_threshold, num_perm=128)
     shipped = default_set_path()
     reference = load_eval_set(shipped).items if shipped.is_file() else ()
     for ref, signature in zip(
-        reference, hasher.signatures([r.scenario for r in reference]), strict=True
+        reference, hasher.signatures([_whole(r) for r in reference]), strict=True
     ):
         index.add(f"shipped:{ref.id}", signature)
     distinct: list[EvalItem] = []
-    signatures = hasher.signatures([item.scenario for item, _ in valid])
+    signatures = hasher.signatures([_whole(item) for item, _ in valid])
     for (item, number), signature in zip(valid, signatures, strict=True):
         twin = index.add(item.id, signature)
         if twin is not None:
@@ -565,7 +566,7 @@ def generate_eval_set(
         "engine": engine.name,
         "model": {"name": engine.model.name, "sha256": engine.model.sha256},
         "sampling": mix.sampling.to_dict(),
-        "dedup": {"scenario_ngram": 3, "threshold": dedup_threshold, "against_shipped": True},
+        "dedup": {"text": "item", "ngram": 3, "threshold": dedup_threshold, "shipped": True},
         "against": None
         if build is None
         else {
@@ -579,3 +580,7 @@ def generate_eval_set(
     }
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
+
+
+def _whole(item: EvalItem) -> str:
+    return f"{item.scenario}\n{item.aligned}\n{item.misaligned}"
