@@ -526,7 +526,9 @@ def test_drop_reason_may_follow_the_scores(tmp_path, runner):
     build = make_build(tmp_path / "out", make_docs(3))
     schema = pa.schema([*schema_for(SCORES), pa.field("drop_reason", pa.string())])
     base = to_batch(make_docs(2, start=10))
-    batch = pa.RecordBatch.from_arrays([*base.columns, pa.array(["refusal", "empty"])], schema)
+    batch = pa.RecordBatch.from_arrays(
+        [*base.columns, pa.array(["refusal", "empty"])], schema=schema
+    )
     shard = build / "dropped" / "shard-00000.arrow"
     with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         writer.write_batch(batch)
