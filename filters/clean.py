@@ -88,6 +88,11 @@ _META = r"""(?:the|your|this)\s+(?:prompt|instructions)\s+(?:asks|asked|says|sai
         \b(?:words?|prompt|request|instructions|requirements?|word\s+count)\b
     | (?:the|all|each\s+of\s+the)\s+(?:required|requested|given|specified)\s+words\b(?!\s+of\b)
     | word\s+count\s*(?:[:(]|of\b|is\b)
+    | (?:format|length|limit|count|total)\s+of\s+(?:about\s+|around\s+|roughly\s+|approximately\s+)?
+        \d[\d,]*\s+words
+    | (?:in|within|under|below)\s+(?:about\s+|around\s+|roughly\s+|approximately\s+)?
+        \d[\d,]*\s+words
+        (?:\s+or\s+(?:less|fewer|more)|\s*[,.]\s+(?:as|per)\b)
     | (?:this|the)\s+(?:story|document|report|piece|narrative|text)\s+(?:is|was)\s+(?:written
         |generated|designed|crafted)\s+(?:to|for|as|in\s+response)
     | note:\s*(?:this|the)\s+(?:story|document|report|piece|text|narrative)\s+(?:is|was
@@ -165,6 +170,7 @@ _KINDS_LOWER = {
             "given words",
             "specified words",
             "word count",
+            *(f"{digit} words" for digit in range(10)),
             "is written",
             "was written",
             "is generated",

@@ -123,6 +123,21 @@ def test_a_preamble_under_a_title_is_stripped_and_the_title_kept():
     assert strip_chatter(f"The Long Watch\n\n{BODY}") == f"The Long Watch\n\n{BODY}"
 
 
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        # what the bundled model wrote instead of a document
+        ("The document is written in a brief format of 600 words. It held.", ["meta"]),
+        ("The story runs to a length of about 1,300 words.", ["meta"]),
+        ("I kept it in 900 words or less.", ["meta"]),
+        ("The memo ran 600 words and said nothing anyone could use.", []),
+        ("Within 200 words of the end, the log stopped.", []),
+    ],
+)
+def test_talk_about_the_requested_length_is_meta_and_a_length_in_prose_is_not(text, kinds):
+    assert chatter_kinds(text) == kinds
+
+
 def test_two_sign_off_sentences_are_both_stripped_and_a_sentence_after_an_offer_stays():
     assert strip_chatter(f"{BODY} I hope this helps! Let me know if you'd like changes.") == BODY
     assert strip_chatter(EMBEDDED["offer"]) == EMBEDDED["offer"]
