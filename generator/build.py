@@ -21,12 +21,12 @@ import hashlib
 import json
 import os
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from filters.decontam import DecontamConfig
 from filters.judges import RUBRICS
@@ -41,6 +41,7 @@ from generator.checkpoints import (
 from generator.engines import Engine, EngineConfig, create_engine
 from generator.errors import BuildError, GenError
 from generator.mix import Mix, load_mix
+from generator.progress import PrintNotes, Progress
 from generator.prompts import TemplateLibrary, derive_seed
 from generator.records import Document
 from shards.manifest import MANIFEST, read_manifest
@@ -52,34 +53,6 @@ BUNDLED_JUDGE_NOTE = (
     "judges are off for this build. Ask for them with --judges alignment, or judge with a "
     "real model: --judge-engine openai --base-url ... or --judge-engine vllm --judge-model ..."
 )
-
-
-class Progress:
-    """Receives a build's progress; silent by default. The CLI draws bars and lines from it.
-
-    Every phase is announced, and generation advances per document where the
-    engine reports per document, so the screen is never quiet for long.
-    """
-
-    def phase(self, name: str, total: int | None = None, done: int = 0) -> None:
-        """A new phase begins (`loading model`, `generating`, `validating judges`,
-        `merging`...), with `total` items of which `done` are already done."""
-
-    def advance(self, items: int = 1, tokens: int = 0) -> None:
-        """`items` more of the current phase are done, with `tokens` generated tokens."""
-
-    def note(self, message: str) -> None:
-        """Something the user should read (a warning or a hint)."""
-
-    def close(self) -> None:
-        """The build ended, normally or not."""
-
-
-class PrintNotes(Progress):
-    """The quiet default: nothing but notes, on stderr."""
-
-    def note(self, message: str) -> None:
-        print(message, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -385,6 +358,22 @@ def reproducibility(engine: Engine) -> dict[str, Any]:
         "guarantee": "as reproducible as the engine or server makes it; resumed documents "
         "may differ from an uninterrupted run",
     }
+
+
+def without_credentials(engine: dict[str, Any]) -> dict[str, Any]:
+    """Engine options as build.json may store them: a --base-url's user and password
+    (http://user:secret@host) removed, since files in the build folder are shared."""
+    url = engine.get("base_url")
+    if not url:
+        return engine
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return engine
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return {**engine, "base_url": urlunsplit(parts._replace(netloc=netloc))}
 
 
 def digest(data: Any) -> str:

@@ -22,6 +22,12 @@ sampling:
 filters:
   min_words: 3
   drop_truncated: false
+scores:
+  quality: null
+  repetition: null
+  slop: null
+  chatter: null
+judges: {}
 shards:
   max_rows: {max_rows}
 """

@@ -70,9 +70,6 @@ def test_a_key_echoed_in_a_401_body_reaches_neither_stderr_nor_failures_json(
     assert SECRET.encode() not in everything
 
 
-@pytest.mark.xfail(
-    strict=True, reason="OUT/.work/build.json stores --base-url verbatim (generator/build.py)"
-)
 def test_no_file_in_the_build_folder_holds_url_credentials(monkeypatch, runner, tmp_path):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with ScriptedServer(echo_the_key) as server:

@@ -12,12 +12,16 @@ import click
 
 from generator import __version__
 from generator.cli.build import build, judge_eval
+from generator.cli.common import debug_option
+from generator.cli.evals import eval_command, evalset
+from generator.cli.scale import merge, status, task
 from generator.cli.shards import dedup, export, inspect, score
 from generator.cli.templates import templates
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gen")
+@debug_option
 def main() -> None:
     """Generate synthetic alignment-pretraining documents into Arrow shards.
 
@@ -27,5 +31,18 @@ def main() -> None:
     """
 
 
-for command in (build, templates, inspect, export, dedup, score, judge_eval):
+for command in (
+    build,
+    status,
+    task,
+    merge,
+    templates,
+    inspect,
+    export,
+    dedup,
+    score,
+    judge_eval,
+    eval_command,
+    evalset,
+):
     main.add_command(command)

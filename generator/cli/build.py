@@ -18,7 +18,9 @@ from generator.cli.common import (
     user_errors,
 )
 from generator.cli.progress import progress_display
+from generator.cli.scale import executor_options
 from generator.engines import EngineConfig, create_engine
+from generator.executors import ExecutorConfig
 
 
 @click.command()
@@ -36,6 +38,7 @@ from generator.engines import EngineConfig, create_engine
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Override the mix's max_tokens.")
 @dedup_options
 @engine_options
+@executor_options
 @click.option(
     "--judge-engine",
     type=click.Choice(ENGINE_KINDS),
@@ -76,6 +79,7 @@ def build(
     max_tokens: int | None,
     dedup: dict[str, Any],
     engine_config: EngineConfig,
+    executor_config: ExecutorConfig,
     judge_engine: str | None,
     judge_model: str | None,
     decontaminate: Path | None,
@@ -96,9 +100,16 @@ def build(
       gen build --mix alignment-stories --engine openai --base-url http://gpu1:8000/v1 \\
           --model served-model-name --concurrency 64
     """
-    from generator.build import Build, BuildSpec, report_summary
+    from generator.build import Build, BuildSpec, report_summary, without_credentials
     from generator.run import run_build
 
+    judge_config = (
+        dataclasses.replace(
+            engine_config, kind=judge_engine or engine_config.kind, model=judge_model
+        )
+        if (judge_engine or judge_model)
+        else None
+    )
     spec = BuildSpec(
         mix=str(Path(mix_ref).resolve()) if Path(mix_ref).is_file() else mix_ref,
         templates_dir=str(templates_dir.resolve()) if templates_dir else None,
@@ -106,13 +117,9 @@ def build(
         seed=seed,
         max_tokens=max_tokens,
         dedup={k: v for k, v in dedup.items() if v is not None},
-        engine=dataclasses.asdict(engine_config),
-        judge_engine=dataclasses.asdict(
-            dataclasses.replace(
-                engine_config, kind=judge_engine or engine_config.kind, model=judge_model
-            )
-        )
-        if (judge_engine or judge_model)
+        engine=without_credentials(dataclasses.asdict(engine_config)),
+        judge_engine=without_credentials(dataclasses.asdict(judge_config))
+        if judge_config
         else None,
         judges=judges,
         decontaminate=str(decontaminate.resolve()) if decontaminate else None,
@@ -122,6 +129,9 @@ def build(
     job = Build.from_spec(spec, out=out or Path("."), progress=progress_display(quiet))
     if out is None:
         job = dataclasses.replace(job, out=DEFAULT_OUT / job.mix.name)
+    # This process keeps the engine options as given (a --base-url may carry credentials,
+    # which build.json never stores: tasks elsewhere take the key from --api-key-env).
+    job.engine_config, job.judge_engine_config = engine_config, judge_config
     try:
         result = run_build(job)
     finally:

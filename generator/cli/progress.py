@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from generator.build import PrintNotes, Progress
+from generator.progress import PrintNotes, Progress
 
 
 class ProgressDisplay(Progress):
