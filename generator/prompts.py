@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -144,6 +144,13 @@ def load_yaml(path: Path, error: type[Exception]) -> Any:
         raise error(f"{path}: invalid YAML: nested too deeply") from None
 
 
+def document_seeds(seed: int, index: int) -> tuple[float, int]:
+    """Document `index`'s randomness from one hash: a uniform number in [0, 1) that
+    picks its family, and a 64-bit seed for its axes (salted per family)."""
+    digest = hashlib.sha256(f"plan/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64, int.from_bytes(digest[8:16], "big")
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from any parts, stable across processes and Python versions
     (unlike `hash()`, which is salted per process)."""
@@ -202,10 +209,40 @@ class Slot:
     cache: dict[Any, tuple[tuple[int, ...], list[float]]] = field(default_factory=dict)
     generated: bool = field(init=False)
     static: tuple[tuple[int, ...], list[float]] = field(init=False)
+    fast: tuple[Any, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.generated = self.kind in GENERATED_KINDS
         self.static = _compatible(self, {})
+
+    def compile(self) -> None:
+        """The fields the sampler reads, as one tuple: unpacking it is cheaper than a
+        dozen attribute lookups per slot per document. A plain axis (no conditions,
+        one value) gets a shorter tuple and a shorter path."""
+        if self.kind == "axis" and not self.referenced and not self.when:
+            self.fast = (
+                True,
+                self.name,
+                tuple(c.text for c in self.choices),
+                self.watched,
+                tuple(c.marks for c in self.choices),
+            )
+            return
+        self.fast = (
+            False,
+            self.name,
+            self.when,
+            self.referenced,
+            self.generated,
+            self.kind == "person",
+            self.count,
+            self.watched,
+            self.static,
+            self.cache,
+            self.choices,
+            self.pool,
+            self.kind,
+        )
 
 
 @dataclass(frozen=True)
@@ -222,6 +259,7 @@ class Family:
     step_templates: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
     slots: tuple[Slot, ...] = ()
+    salt: int = 0
 
     @property
     def ref(self) -> str:
@@ -369,6 +407,28 @@ class _Guard(NodeTransformer):
         )
 
 
+class _Inline(NodeTransformer):
+    """Replaces each `{% include "name" %}` by the included template's body in a
+    scope of its own, so a render needs no context per include. Only for
+    templates without loops or macros, and only as a fast path: any error is
+    reproduced on the ordinary template, whose messages name the right file."""
+
+    def __init__(self, env: jinja2.Environment, depth: int) -> None:
+        self.env = env
+        self.depth = depth
+
+    def visit_Include(self, node: nodes.Include) -> nodes.Node:
+        name = node.template.value if isinstance(node.template, nodes.Const) else None
+        if not isinstance(name, str) or not node.with_context or self.depth > 8:
+            return node
+        try:
+            source, _, _ = self.env.loader.get_source(self.env, name)
+            body = _Inline(self.env, self.depth + 1).visit(self.env.parse(source)).body
+        except Exception:
+            return node
+        return nodes.Scope(body, lineno=node.lineno)
+
+
 class _Loader(jinja2.FileSystemLoader):
     """Templates only from inside the search path's folders (symlinks resolved),
     only UTF-8, only of sane size."""
@@ -403,8 +463,21 @@ class _BoundedSandbox(SandboxedEnvironment):
         self.filters["_bounded_iter"] = _bounded_iter
         self.filters["_bounded_concat"] = _bounded_concat
 
+    def make_globals(self, d: Any = None) -> Any:
+        """A plain dict, not Jinja's ChainMap: every render builds a context from a
+        template's globals, and iterating a ChainMap there cost more than the
+        render itself. The environment's globals are final before any load."""
+        return {**self.globals, **(d or {})}
+
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         return _Guard().visit(super()._parse(source, name, filename))
+
+
+class _FlatSandbox(_BoundedSandbox):
+    """The bounded sandbox with includes inlined (see `_Inline`)."""
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _Inline(self, 0).visit(super()._parse(source, name, filename))
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _budget()
@@ -488,12 +561,26 @@ class TemplateLibrary:
             cache_size=-1,
         )
         self.env.filters["upfirst"] = _bounded_filter("upfirst", _upfirst)
+        self.flat_env = _FlatSandbox(
+            loader=self.env.loader,
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+            cache_size=-1,
+        )
+        self.flat_env.filters = self.env.filters
         self._families: dict[str, Family] = {}
         self._lists: dict[str, Any] = {}
         self._list_paths: dict[str, Path] = {}
         self._pools: dict[str, SeedPool] = {}
         self._systems: dict[tuple[str, str], str] = {}
         self._compiled: dict[str, jinja2.Template] = {}
+        self._globals: dict[str, dict[str, Any]] = {}
+        self._straight_cache: dict[str, bool] = {}
+        self._flat: dict[str, jinja2.Template | None] = {}
 
     # -- discovery -------------------------------------------------------------
 
@@ -542,6 +629,7 @@ class TemplateLibrary:
         watched = {n for s in slots for n in s.referenced}
         for slot in slots:
             slot.watched = slot.name in watched
+            slot.compile()
         names = [s.name for s in slots]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
@@ -570,6 +658,7 @@ class TemplateLibrary:
             step_templates=step_templates,
             constants=constants,
             slots=slots,
+            salt=derive_seed("family", name),
         )
         self._check_templates(family)
         return family
@@ -761,81 +850,121 @@ class TemplateLibrary:
         tradition = -1
         taken: dict[str, set[str]] = {}
         for slot in family.slots:
-            name = slot.name
-            if slot.when and not _holds(slot.when, marks):
-                chosen[name] = "" if slot.count == 1 else []
-                if slot.generated:
+            fast = slot.fast
+            if fast[0]:
+                _, name, texts, watched, all_marks = fast
+                at = int(rand() * len(texts))
+                chosen[name] = texts[at]
+                if watched:
+                    ids[name] = at
+                    marks[name] = all_marks[at]
+                continue
+            (_, name, when, referenced, generated, person, count, watched, static, cache,
+             choices, pool, kind) = fast  # fmt: skip
+            if when and not _holds(when, marks):
+                chosen[name] = "" if count == 1 else []
+                if generated:
                     tags[name] = ()
-                if slot.watched:
+                if watched:
                     ids[name] = -1
                     marks[name] = EMPTY
                 continue
-            referenced = slot.referenced
             if not referenced:
-                indices, cumulative = slot.static
+                indices, cumulative = static
             else:
                 key = (
                     ids[referenced[0]]
                     if len(referenced) == 1
                     else tuple([ids[n] for n in referenced])
                 )
-                compatible = slot.cache.get(key)
+                compatible = cache.get(key)
                 if compatible is None:
-                    compatible = slot.cache[key] = _compatible(slot, marks)
+                    compatible = cache[key] = _compatible(slot, marks)
                 indices, cumulative = compatible
-            if slot.generated:
-                if slot.kind == "person" and tradition in indices:
+            if generated:
+                if person and tradition in indices:
                     at = tradition
                 else:
                     at = indices[bisect.bisect(cumulative, rand() * cumulative[-1])]
-                pool = cast(SeedPool, slot.pool)
-                used = taken.get(slot.kind)
+                used = taken.get(kind)
                 if used is None:
-                    used = taken[slot.kind] = set()
-                values = pool.draw(at, rng, slot.count, used)
-                chosen[name] = values[0] if slot.count == 1 else values
-                choice = slot.choices[at]
+                    used = taken[kind] = set()
+                values = pool.draw(at, rng, count, used)
+                chosen[name] = values[0] if count == 1 else values
+                choice = choices[at]
                 tags[name] = choice.sorted_tags
-                if slot.kind == "person":
+                if person:
                     tradition = at
-                if slot.watched:
+                if watched:
                     ids[name] = at
                     marks[name] = choice.tags
-            elif slot.count == 1:
+            elif count == 1:
                 at = indices[int(rand() * len(indices))]
-                choice = slot.choices[at]
+                choice = choices[at]
                 chosen[name] = choice.text
-                if slot.watched:
+                if watched:
                     ids[name] = at
                     marks[name] = choice.marks
             else:
-                picked = rng.sample(indices, slot.count)
-                chosen[name] = [slot.choices[i].text for i in picked]
+                chosen[name] = [choices[i].text for i in rng.sample(indices, count)]
         return chosen, tags
 
     def render(self, family: Family, axes: dict[str, Any]) -> str:
-        return self._render(family, family.template, {**family.constants, "idea": "", **axes})
+        return self._render(family, family.template, axes, {"idea": ""})
 
-    def _render(self, family: Family, template_name: str, variables: dict[str, Any]) -> str:
+    def _render(
+        self,
+        family: Family,
+        template_name: str,
+        variables: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """Render one template of the family with the family's constants, `variables`
+        and `extra` in scope, inside the render bounds, failing with one line."""
         token = _BUDGET.set(_Budget(template_name))
         try:
+            flat = self._flat.get(template_name, False)
+            if flat is False:
+                flat = self._flat[template_name] = self._flat_template(template_name)
+            if flat is not None:
+                try:
+                    text = "".join(flat.root_render_func(flat.new_context(
+                        {**self._flat_globals, **family.constants, **(extra or {}), **variables},
+                        True,
+                    )))  # fmt: skip
+                    if len(text) <= MAX_OUTPUT_CHARS:
+                        return _tidy(text)
+                except Exception:
+                    pass
+                _BUDGET.set(_Budget(template_name))
             template = self._compiled.get(template_name)
             if template is None:
                 template = self._compiled[template_name] = self.env.get_template(
                     f"families/{template_name}"
                 )
-            context = template.new_context(variables)
-            pieces: list[str] = []
-            size = 0
+            base = self._globals.get(template_name)
+            if base is None:
+                base = self._globals[template_name] = dict(template.globals)
+            context = template.new_context(
+                {**base, **family.constants, **(extra or {}), **variables}, True
+            )
             try:
-                for piece in template.root_render_func(context):
-                    size += len(piece)
-                    if size > MAX_OUTPUT_CHARS:
-                        raise _Exceeded(f"output longer than {MAX_OUTPUT_CHARS:,} characters")
-                    pieces.append(piece)
+                if self._straight(template_name):
+                    text = "".join(template.root_render_func(context))
+                else:
+                    pieces: list[str] = []
+                    size = 0
+                    for piece in template.root_render_func(context):
+                        size += len(piece)
+                        if size > MAX_OUTPUT_CHARS:
+                            raise _Exceeded(f"output longer than {MAX_OUTPUT_CHARS:,} characters")
+                        pieces.append(piece)
+                    text = "".join(pieces)
+                if len(text) > MAX_OUTPUT_CHARS:
+                    raise _Exceeded(f"output longer than {MAX_OUTPUT_CHARS:,} characters")
             except Exception:
                 self.env.handle_exception()
-            return _tidy("".join(pieces))
+            return _tidy(text)
         except TemplateError:
             raise
         except jinja2.TemplateNotFound as exc:
@@ -866,18 +995,59 @@ class TemplateLibrary:
         finally:
             _BUDGET.reset(token)
 
+    def _straight(self, template_name: str) -> bool:
+        """Whether a template and everything it includes are free of loops, macros,
+        call blocks and dynamic includes: its output is then at most a fixed number
+        of bounded values, so it can be joined at once instead of piece by piece."""
+        known = self._straight_cache.get(template_name)
+        if known is None:
+            known = True
+            pending, seen = [f"families/{template_name}"], set()
+            while pending and known:
+                name = pending.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                source, _, _ = self.env.loader.get_source(self.env, name)
+                ast = self.env.parse(source)
+                loops = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.FilterBlock)
+                if any(True for _ in ast.find_all(loops)):
+                    known = False
+                refs = list(jinja2.meta.find_referenced_templates(ast))
+                if None in refs:
+                    known = False
+                pending.extend(r for r in refs if r is not None)
+            self._straight_cache[template_name] = known
+        return known
+
+    def _flat_template(self, template_name: str) -> jinja2.Template | None:
+        """The inlined form of a straight template, or None (not straight, or it
+        does not compile: the ordinary path reports why)."""
+        try:
+            if not self._straight(template_name):
+                return None
+            return self.flat_env.get_template(f"families/{template_name}")
+        except Exception:
+            return None
+
+    @functools.cached_property
+    def _flat_globals(self) -> dict[str, Any]:
+        return dict(self.flat_env.globals)
+
     def _system(self, family: Family, name: str | None) -> str:
         if not name:
             return ""
         key = (family.name, name)
         if key not in self._systems:
-            self._systems[key] = self._render(family, name, dict(family.constants))
+            self._systems[key] = self._render(family, name, {})
         return self._systems[key]
 
     def render_document(self, family_name: str, seed: int, index: int) -> RenderedPrompt:
-        family = self.family(family_name)
-        rng = random.Random(derive_seed("axes", seed, index, family.name))
-        axes, tags = self._sample(family, rng)
+        """Document `index` of a build with `seed`, as if its family were `family_name`."""
+        return self._document(self.family(family_name), document_seeds(seed, index)[1])
+
+    def _document(self, family: Family, axes_seed: int) -> RenderedPrompt:
+        axes, tags = self._sample(family, random.Random(axes_seed ^ family.salt))
         return RenderedPrompt(
             family.name,
             family.ref,
@@ -903,12 +1073,12 @@ class TemplateLibrary:
         if missing:
             raise TemplateError(f"{family.path}: step {step} needs input '{missing[0]}'")
         own, system = family.step_templates[step]
-        variables = {**family.constants, "idea": "", **axes}
-        if step != "idea":
-            variables["idea"] = inputs.get("idea", "")
+        extra = {"idea": "" if step == "idea" else inputs.get("idea", "")}
         if step == "revise":
-            variables["draft"] = inputs["draft"]
-        return StepPrompt(self._system(family, system), self._render(family, own, variables))
+            extra["draft"] = inputs["draft"]
+        return StepPrompt(
+            self._system(family, system), self._render(family, own, {**axes, **extra})
+        )
 
     def violations(self, family_name: str, rendered: RenderedPrompt) -> list[str]:
         """Every declared rule a rendered document breaks (empty when coherent),
@@ -1016,12 +1186,15 @@ class Planner:
     def family_of(self, index: int) -> str:
         """The family of document `index`: a uniform number from the document's
         own hash, placed on the cumulative weights."""
-        u = derive_seed("family", self.seed, index) / 2**63
-        at = bisect.bisect(self._cumulative, u)
+        return self._family(document_seeds(self.seed, index)[0])
+
+    def _family(self, uniform: float) -> str:
+        at = bisect.bisect(self._cumulative, uniform)
         return self.names[min(at, len(self.names) - 1)]
 
     def plan(self, index: int) -> RenderedPrompt:
-        return self.library.render_document(self.family_of(index), self.seed, index)
+        uniform, axes_seed = document_seeds(self.seed, index)
+        return self.library._document(self._families[self._family(uniform)], axes_seed)
 
     def plan_many(self, indices: Iterable[int]) -> list[RenderedPrompt]:
         return [self.plan(i) for i in indices]
@@ -1277,8 +1450,14 @@ def _upfirst(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+_UNTIDY = (" \n", "\t\n", "\xa0\n", "\n\n\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+_UNTIDY += ("\x85", "\u2028", "\u2029")
+
+
 def _tidy(text: str) -> str:
     """Collapse the blank-line runs that conditional blocks leave behind."""
+    if text == text.strip() and not any(mark in text for mark in _UNTIDY):
+        return text  # already tidy: the common case, checked with substring scans
     lines = [line.rstrip() for line in text.strip().splitlines()]
     tidy: list[str] = []
     for line in lines:
