@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ import pytest
 from generator.errors import BuildError
 from generator.executors import ExecutorConfig, run_executor
 from generator.executors.local import cpu_groups, gpu_groups, task_process_environment
-from generator.status import build_status
+from generator.status import build_status, read_task_status
 from tests.clusters import build_fingerprint
 
 pytest_plugins = ["tests.clusters"]  # the mini build and the single-process reference
@@ -86,3 +90,36 @@ def test_a_task_sees_only_its_gpus_and_its_share_of_workers():
     assert env["PATH"] == "/bin"
     cpu_only = task_process_environment({"CUDA_VISIBLE_DEVICES": "0"}, [], [1], gpus_per_task=0)
     assert cpu_only["CUDA_VISIBLE_DEVICES"] == "0" and cpu_only["GEN_WORKERS"] == "1"
+
+
+def test_ctrl_c_stops_every_task_and_a_rerun_resumes(mini, single_process, tmp_path: Path):
+    out = mini.prepare(tmp_path / "out")
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; "
+            "from generator.executors import ExecutorConfig, run_executor; "
+            "run_executor(Path(sys.argv[1]), ExecutorConfig(kind='local', tasks=2))",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    beats: list = []
+    while len(beats) < 2 or not all(b and b["state"] == "running" for b in beats):
+        assert time.monotonic() < deadline, "the tasks never started"
+        assert driver.poll() is None, driver.stderr.read()
+        beats = [read_task_status(out, rank, 2) for rank in range(2)]
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode != 0 and "KeyboardInterrupt" in stderr
+    for beat in beats:  # the executor stopped its tasks before it exited
+        with pytest.raises(ProcessLookupError):
+            os.kill(beat["pid"], 0)
+    assert not (out / "manifest.json").exists()
+
+    outcome = run_executor(out, ExecutorConfig(kind="local", tasks=2))
+    assert outcome.completed and build_fingerprint(out) == single_process
