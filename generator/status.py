@@ -224,16 +224,24 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
+def planned_documents(out: Path) -> int | None:
+    """Documents planned for the whole build, as `gen build` recorded it in the state."""
+    try:
+        state = json.loads((out / ".work" / "state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    documents = state.get("documents") if isinstance(state, dict) else None
+    if isinstance(documents, int) and not isinstance(documents, bool):
+        return documents
+    return None
+
+
 def _planned(out: Path, views: list[TaskView]) -> tuple[int | None, bool]:
     """Documents planned for the whole build, and whether that is an estimate: the build
     state's count; else the tasks' shares, exact once every task has reported, estimated
     from those that have (shares differ by at most one chunk)."""
-    try:
-        state = json.loads((out / ".work" / "state.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        state = None
-    documents = state.get("documents") if isinstance(state, dict) else None
-    if isinstance(documents, int) and not isinstance(documents, bool):
+    documents = planned_documents(out)
+    if documents is not None:
         return documents, False
     shares = [v.planned for v in views if isinstance(v.planned, int)]
     if not shares:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from generator.build import Progress
 from generator.errors import BuildError
 from generator.executors import ExecutorConfig, run_executor
 from generator.executors.local import cpu_groups, gpu_groups, task_process_environment
@@ -23,9 +24,28 @@ from tests.clusters import build_fingerprint
 pytest_plugins = ["tests.clusters"]  # the mini build and the single-process reference
 
 
+class RecordingProgress(Progress):
+    """Records what a progress display would be shown."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, int | None, int]] = []
+        self.items: dict[str, int] = {}
+        self.tokens: dict[str, int] = {}
+
+    def phase(self, name: str, total: int | None = None, done: int = 0) -> None:
+        self.phases.append((name, total, done))
+        self.items[name], self.tokens[name] = done, 0
+
+    def advance(self, items: int = 1, tokens: int = 0) -> None:
+        name = self.phases[-1][0]
+        self.items[name] += items
+        self.tokens[name] += tokens
+
+
 def test_three_tasks_equal_one_process(mini, single_process, tmp_path: Path):
     out = mini.prepare(tmp_path / "out")
-    outcome = run_executor(out, ExecutorConfig(kind="local", tasks=3))
+    progress = RecordingProgress()
+    outcome = run_executor(out, ExecutorConfig(kind="local", tasks=3), progress=progress)
     assert outcome.completed and outcome.ranks == (0, 1, 2) and outcome.skipped == ()
     assert build_fingerprint(out) == single_process
     execution = outcome.manifest["execution"]
@@ -33,6 +53,10 @@ def test_three_tasks_equal_one_process(mini, single_process, tmp_path: Path):
     assert sorted(t["rank"] for t in execution["tasks_report"]) == [0, 1, 2]
     status = build_status(out)
     assert status.tasks["done"] == 3 and status.merge == "done"
+    # The display followed all three tasks through their heartbeats.
+    assert progress.phases[0] == ("generating", 6, 0)
+    assert progress.items["generating"] == status.documents == 6
+    assert progress.tokens["generating"] == status.tokens > 0
     pids = {view.pid for view in status.ranks}
     assert len(pids) == 3 and os.getpid() not in pids  # each task in its own process
     for rank in range(3):

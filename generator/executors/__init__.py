@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from generator.errors import BuildError
-from generator.status import EXECUTOR_FILE, finished_ranks, read_task_status
+from generator.status import (
+    EXECUTOR_FILE,
+    finished_ranks,
+    planned_documents,
+    read_task_status,
+)
 
 
 @dataclass(frozen=True)
@@ -190,10 +195,13 @@ class HeartbeatFollower:
         documents = sum(int(b.get("documents") or 0) for b in beats if b)
         tokens = sum(int(b.get("tokens") or 0) for b in beats if b)
         if not self.started:
-            planned = [b.get("planned") for b in beats if b]
-            if len(planned) < self.world_size or not all(isinstance(p, int) for p in planned):
-                return  # the bar starts once every task has said how much it plans
-            self.progress.phase("generating", total=sum(planned), done=documents)
+            total = planned_documents(self.out)
+            if total is None:
+                planned = [b.get("planned") for b in beats if b]
+                if len(planned) < self.world_size or not all(isinstance(p, int) for p in planned):
+                    return  # no total yet: the bar starts once every task has reported
+                total = sum(planned)
+            self.progress.phase("generating", total=total, done=documents)
             self.started, self.documents, self.tokens = True, documents, tokens
             return
         if documents > self.documents or tokens > self.tokens:
