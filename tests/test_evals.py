@@ -497,3 +497,13 @@ def test_gen_evalset_runs_end_to_end_on_the_bundled_model(tmp_path, runner):
     assert f"{out}: {counts['kept']} of 2 items kept" in done.output
     rejected = (out / "rejected.jsonl").read_text().splitlines()
     assert len(rejected) == 2 - counts["kept"]
+
+
+def test_gen_evalset_refuses_a_mix_without_item_families(runner, tmp_path):
+    done = runner.invoke(evalset, ["--mix", "alignment-stories", "--out", str(tmp_path / "x")])
+    assert done.exit_code == 1
+    assert done.output.endswith(
+        "deployment-story.yaml: an eval item family needs a 'category' axis\n"
+    )
+    assert done.output.startswith("Error: ")
+    assert not (tmp_path / "x").exists()

@@ -148,12 +148,13 @@ def evalset(
       gen evalset --engine vllm --model Qwen/Qwen2.5-72B-Instruct --out out/items \\
           --against out/alignment-stories
     """
-    from generator.evals import generate_eval_set
+    from generator.evals import check_item_families, generate_eval_set
     from generator.mix import load_mix
     from generator.prompts import TemplateLibrary
 
     library = TemplateLibrary(templates_dir)
     mix = load_mix(mix_ref, library).with_overrides(seed=seed, max_tokens=max_tokens)
+    check_item_families(mix, library)  # before a model is loaded
     engine = create_engine(engine_config)
     total = min(mix.documents, limit or mix.documents)
     try:
