@@ -285,19 +285,28 @@ def chatter_kinds(text: str) -> list[str]:
 
 
 def _near(pattern: re.Pattern[str], prose: str, triggers: tuple[str, ...]) -> bool:
-    """Search only around each trigger: a match never spans more than a few hundred
-    characters, and most texts hold few triggers, so this beats scanning the whole text.
-    `prose` has its whitespace collapsed, so a trigger such as "let me know" is found
-    whatever spacing the text used."""
+    """Search only around the triggers: a match is under 200 characters and holds a
+    trigger, so every match lies within 200 characters of one. Most texts hold few
+    triggers, and windows that overlap are searched once, so this never scans more than
+    the whole text. `prose` has its whitespace collapsed, so a trigger such as "let me
+    know" is found whatever spacing the text used."""
+    hits = []
     for trigger in triggers:
         at = prose.find(trigger)
         while at != -1:
-            # A match is under 200 characters and holds a trigger, so this window holds
-            # every match around any trigger from `at` to `at + 100`.
-            if pattern.search(prose, max(0, at - 200), at + 300):
+            hits.append(at)
+            at = prose.find(trigger, at + 1)
+    if not hits:
+        return False
+    hits.sort()
+    start, end = max(0, hits[0] - 200), hits[0] + 200
+    for at in hits[1:]:
+        if at - 200 > end:
+            if pattern.search(prose, start, end):
                 return True
-            at = prose.find(trigger, at + 100)
-    return False
+            start = at - 200
+        end = at + 200
+    return pattern.search(prose, start, end) is not None
 
 
 def _has_placeholder(text: str) -> bool:
