@@ -6,7 +6,10 @@ core. Target: at least 2,000 documents of 500 words per second per scorer.
 The chatter scorer looks closely only near trigger phrases, so it is also timed
 on documents whose every paragraph holds innocent ones ("I hope this", "the
 prompt", "I cannot"), its slow path. The diversity report, which watches every
-kept document of a build, is timed too. The last line printed is one JSON object.
+kept document of a build, is timed too. Rates are documents per CPU-second of this
+process, so a busy machine slows them less than wall-clock rates (though shared
+caches still do): compare figures taken on an idle machine. The last line printed
+is one JSON object.
 
     python bench/scorers.py --docs 4000
 """
@@ -67,9 +70,9 @@ def diversity(docs: list[str]) -> None:
 
 def rate(func, docs: list[str]) -> float:
     func(docs[:50])  # warm up (compiles regexes, builds tables)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: other work on the machine does not count
     func(docs)
-    return len(docs) / (time.perf_counter() - start)
+    return len(docs) / (time.process_time() - start)
 
 
 def main() -> None:
@@ -82,7 +85,7 @@ def main() -> None:
         "bench": "scorers",
         "documents": len(docs),
         "mean_words": round(sum(len(d.split()) for d in docs) / len(docs), 1),
-        "machine": f"{platform.machine()}, {platform.python_version()}, one core",
+        "machine": f"{platform.machine()}, {platform.python_version()}, one core, CPU time",
         "baseline_split_docs_per_s": round(rate(lambda ds: [d.split() for d in ds], docs)),
     }
     for name, cls in sorted(HEURISTIC_SCORERS.items()):
