@@ -123,7 +123,8 @@ class _SeedMentions:
                 self.drawn[drawn] += 1
                 self.by_first_word.setdefault(key[0], {}).setdefault(key, drawn)
         found: set[str] = set()
-        for first in token_set.intersection(self.by_first_word):
+        # Over the text's own words, not the drawn values: pools may be very large.
+        for first in [t for t in token_set if t in self.by_first_word]:
             for key, seen_value in self.by_first_word[first].items():
                 if len(key) == 1 or _contains(tokens, key):
                     found.add(seen_value)
@@ -150,9 +151,9 @@ def _is_text(value: object) -> bool:
 
 
 def _contains(tokens: list[str], key: tuple[str, ...]) -> bool:
-    first, size = key[0], len(key)
+    first, size, wanted = key[0], len(key), list(key)
     return any(
-        tokens[i : i + size] == list(key)
+        tokens[i : i + size] == wanted
         for i, token in enumerate(tokens[: len(tokens) - size + 1])
         if token == first
     )
