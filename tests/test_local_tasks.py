@@ -147,3 +147,15 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes(mini, single_process, tmp_p
 
     outcome = run_executor(out, ExecutorConfig(kind="local", tasks=2))
     assert outcome.completed and build_fingerprint(out) == single_process
+
+
+def test_executor_settings_are_checked_on_construction():
+    with pytest.raises(BuildError, match=r"unknown executor 'k8s' \(known: local, slurm, ray\)"):
+        ExecutorConfig(kind="k8s")
+    with pytest.raises(BuildError, match="--tasks must be a positive integer"):
+        ExecutorConfig(tasks=0)
+
+
+def test_an_unprepared_folder_is_refused(tmp_path: Path):
+    with pytest.raises(BuildError, match=r"no \.work/build\.json; prepare the build"):
+        run_executor(tmp_path, ExecutorConfig(kind="local", tasks=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -58,3 +59,12 @@ def test_a_task_error_is_not_retried_and_names_the_rank(ray_cluster, mini, tmp_p
     message = str(error.value)
     assert message.startswith(f"{out}: task 0 of 2 failed on Ray (retried up to 1 times if lost): ")
     assert "malformed build spec" in message and message.endswith("(also failed: 1)")
+
+
+def test_without_ray_installed_the_error_is_one_line(monkeypatch):
+    from generator.executors.ray import _import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(BuildError) as error:
+        _import_ray()
+    assert str(error.value) == ("the ray executor needs Ray: pip install 'alignment-datagen[ray]'")

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from generator.cli.scale import describe_outcome
 from generator.cli.scale import status as status_command
 from generator.errors import BuildError
 from generator.executors import ExecutorConfig, SlurmOptions, run_executor
@@ -46,7 +48,15 @@ def test_array_job_killed_task_resubmitted_equals_single_process(
     outcome = run_executor(out, config)
     assert not outcome.completed and outcome.ranks == (0, 1, 2)
     assert set(outcome.job_ids) == {"tasks", "merge"}
-    assert outcome.follow[0] == f"gen status {out}"
+    assert describe_outcome(out, outcome).splitlines() == [
+        f"{out}: submitted 3 of 3 task(s) as Slurm array job {outcome.job_ids['tasks']}, "
+        f"and merge job {outcome.job_ids['merge']} to run after it",
+        f"follow with: gen status {out}; squeue -j {outcome.job_ids['tasks']},"
+        f"{outcome.job_ids['merge']}",
+        f"logs: {out}/.work/slurm/logs",
+    ]
+    script = (out / ".work" / "slurm" / "task.sbatch").read_text()
+    assert f"exec {sys.executable} -m generator task {out} --world-size 3" in script
 
     # A second submission while the first is queued would run ranks twice: refused.
     with pytest.raises(BuildError, match=r"the previous submission .* is still queued"):
