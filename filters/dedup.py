@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from filters.minhash import MinHasher, NearDuplicateIndex
 from filters.stage import Drop, Stage
-from generator.validators import is_int, is_number
 from generator.errors import ShardError
 from generator.records import Document, content_id
+from generator.validators import is_int, is_number
 from shards.format import foreign_files, read_foreign
 from shards.writer import RollingShards, staged_folder
 
@@ -104,7 +104,11 @@ class NearDedup(Stage):
 
 
 def dedup_files(
-    paths: list[Path], out: Path, config: DedupConfig, max_rows: int = 100_000
+    paths: list[Path],
+    out: Path,
+    config: DedupConfig,
+    max_rows: int = 100_000,
+    format: str = "arrow",
 ) -> dict[str, Any]:
     """Near-deduplicate any Arrow or Parquet files with a `text` column into `out`.
 
@@ -120,7 +124,7 @@ def dedup_files(
     rows_in = rows_kept = 0
     schema: pa.Schema | None = None
     with staged_folder(out) as staging:
-        shards = RollingShards(staging, max_rows)
+        shards = RollingShards(staging, max_rows, format)
         for path in files:
             for batch in read_foreign(path):
                 batch = _with_ids(batch)

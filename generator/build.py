@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,7 +41,7 @@ from generator.engines import Engine, EngineConfig, create_engine
 from generator.errors import BuildError, GenError
 from generator.mix import Mix, load_mix
 from generator.progress import PrintNotes, Progress
-from generator.prompts import TemplateLibrary, derive_seed
+from generator.prompts import Planner, TemplateLibrary, derive_seed
 from generator.records import Document
 from shards.manifest import MANIFEST, read_manifest
 
@@ -96,20 +95,23 @@ class BuildResult:
 
 
 def plan_document(mix: Mix, library: TemplateLibrary, index: int) -> Document:
-    """Everything about document `index` except its text: family, axes, prompt, seed."""
-    names = list(mix.families)
-    family = random.Random(derive_seed("family", mix.seed, index)).choices(
-        names, weights=[mix.families[n] for n in names]
-    )[0]
-    rendered = library.render_document(family, mix.seed, index)
-    return Document(
+    """Everything about document `index` except its text: family, axes, prompt, seed.
+    (One document; a build plans through `Build.planner`, which loads everything once.)"""
+    return planned_document(Planner(library, mix.families, mix.seed), mix.seed, index)[0]
+
+
+def planned_document(planner: Planner, seed: int, index: int) -> tuple[Document, str]:
+    """Document `index` as planned, and the system message of its family."""
+    rendered = planner.plan(index)
+    document = Document(
         index=index,
         family=rendered.family,
         template=rendered.template,
         axes=rendered.axes,
         prompt=rendered.prompt,
-        seed=derive_seed("generate", mix.seed, index) % (2**31),
+        seed=derive_seed("generate", seed, index) % (2**31),
     )
+    return document, rendered.system
 
 
 @dataclass
@@ -185,6 +187,10 @@ class Build:
             return engine.name == "llamacpp" and engine.model.name.startswith("SmolLM2-135M")
         return config.kind in ("auto", "llamacpp") and config.model is None
 
+    @cached_property
+    def planner(self) -> Planner:
+        return Planner(self.library, self.mix.families, self.mix.seed)
+
     # -- identity -------------------------------------------------------------------
 
     def resolved_chunk_size(self) -> int:
@@ -197,6 +203,7 @@ class Build:
                 "families": self.mix.families,
                 "seed": self.mix.seed,
                 "sampling": self.mix.sampling.to_dict(),
+                "steps": dataclasses.asdict(self.mix.steps),
                 "templates": self.library.fingerprint(self.mix.families),
                 "engine": self.engine.name,
                 "model": [self.engine.model.name, self.engine.model.sha256],

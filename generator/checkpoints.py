@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from generator.errors import BuildError
+from shards.writer import atomic_path
 
 WORK = ".work"
 OWNER = "owner.json"
@@ -119,19 +120,11 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
 
 
 def write_json_nofollow(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary sibling, fsync, rename); a rename replaces a
-    symlink rather than writing through it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write JSON atomically: a new temporary sibling created exclusively (never through
+    a symlink), fsynced, then renamed over `path` (a rename replaces a symlink planted
+    there rather than writing through it)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def read_json(path: Path) -> Any | None:
@@ -170,15 +163,12 @@ def locked(path: Path, what: str) -> Iterator[None]:
 
 def write_batch_atomic(path: Path, batch: pa.RecordBatch) -> None:
     """One Arrow stream file holding `batch`, written under a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        atomic_path(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_stream(sink, batch.schema) as writer,
+    ):
+        writer.write_batch(batch)
 
 
 # -- chunks ------------------------------------------------------------------------------

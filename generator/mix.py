@@ -57,7 +57,7 @@ MAX_EXTENDS = 8
 MAX_MIX_BYTES = 1024 * 1024
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
-MERGED_SECTIONS = ("sampling", "filters", "dedup", "shards")
+MERGED_SECTIONS = ("sampling", "steps", "filters", "dedup", "shards")
 REPLACED_SECTIONS = ("families", "scores", "judges")
 MIX_KEYS = {
     "name",
@@ -68,6 +68,28 @@ MIX_KEYS = {
     *MERGED_SECTIONS,
     *REPLACED_SECTIONS,
 }
+
+
+@dataclass(frozen=True)
+class StepsConfig:
+    """Which of a family's declared generation steps run (a mix's `steps:`). The document
+    step always runs; `idea` writes a one-paragraph premise first, `revise` critiques and
+    rewrites the draft. A family that declares no such step simply skips it."""
+
+    idea: bool = True
+    revise: bool = True
+    idea_max_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("idea", "revise"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"invalid value {getattr(self, name)!r} for {name} (true or false)"
+                )
+        if not is_int(self.idea_max_tokens) or not 16 <= self.idea_max_tokens <= 4096:
+            raise ValueError(
+                f"invalid value {self.idea_max_tokens!r} for idea_max_tokens (16 to 4096)"
+            )
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,7 @@ class Mix:
     scores: ScoreConfig = field(default_factory=ScoreConfig.default)
     judges: JudgeConfig = field(default_factory=JudgeConfig.default)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    steps: StepsConfig = field(default_factory=StepsConfig)
 
     def with_overrides(
         self,
@@ -116,6 +139,7 @@ class Mix:
             "seed": self.seed,
             "families": dict(self.families),
             "sampling": self.sampling.to_dict(),
+            "steps": dataclasses.asdict(self.steps),
             "filters": dataclasses.asdict(self.filters),
             "dedup": dataclasses.asdict(self.dedup),
             "scores": dict(sorted(self.scores.minimums.items())),
@@ -186,6 +210,7 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
         scores=_minimums(_origin(chain, "scores"), "scores", data.get("scores"), ScoreConfig),
         judges=_minimums(_origin(chain, "judges"), "judges", data.get("judges"), JudgeConfig),
         shards=_section(chain, "shards", data.get("shards"), ShardConfig),
+        steps=_section(chain, "steps", data.get("steps"), StepsConfig),
     )
 
 

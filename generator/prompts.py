@@ -561,6 +561,7 @@ class TemplateLibrary:
             cache_size=-1,
         )
         self.env.filters["upfirst"] = _bounded_filter("upfirst", _upfirst)
+        self.env.globals.pop("lipsum", None)  # lipsum(100000) writes megabytes of Latin
         self.flat_env = _FlatSandbox(
             loader=self.env.loader,
             undefined=jinja2.StrictUndefined,
@@ -572,6 +573,7 @@ class TemplateLibrary:
             cache_size=-1,
         )
         self.flat_env.filters = self.env.filters
+        self.flat_env.globals = self.env.globals
         self._families: dict[str, Family] = {}
         self._lists: dict[str, Any] = {}
         self._list_paths: dict[str, Path] = {}

@@ -40,6 +40,8 @@ class Document:
     n_tokens: int = 0
     finish_reason: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+    idea: str = ""  # the premise of the idea step, where the family has one
+    draft: str = ""  # the document before the revise step, where it ran
 
     @property
     def id(self) -> str:

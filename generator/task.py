@@ -25,7 +25,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from filters.clean import Clean
 from filters.judges import RUBRICS, Judge, JudgeEval, JudgeScorer, evaluate, validation_digest
 from filters.scorers import Score, ScoreConfig
 from filters.stage import Drop
-from generator.build import Build, Progress, plan_document
+from generator.build import Build, Progress, planned_document
 from generator.checkpoints import (
     TaskStatus,
     chunk_name,
@@ -53,6 +53,7 @@ from generator.checkpoints import (
 )
 from generator.engines import Completion, Request, SamplingParams
 from generator.errors import BuildError
+from generator.prompts import StepPrompt, derive_seed
 from generator.records import Document
 from shards.format import from_batch, read_batches, schema_for, to_batch
 from shards.writer import atomic_path, write_arrow_atomic
@@ -160,7 +161,7 @@ class _Task:
 
     def _complete(self) -> bool:
         """A done marker counts only if the chunks it stands for are still all there."""
-        chunks, _ = list_chunks(self.processed, verify=False)
+        chunks, _ = list_chunks(self.processed)
         done = covered(chunks)
         return all(i in done for i in range(self.build.documents) if self.owns(i))
 
@@ -245,30 +246,75 @@ class _Task:
         return len(missing)
 
     def _generate_chunk(self, indices: Sequence[int]) -> tuple[dict[int, Document], dict[int, str]]:
+        """Generate one chunk through its steps (idea -> document -> revise, as the family
+        declares and the mix enables), batching each step across the chunk and
+        checkpointing each step's outputs, so a kill between steps loses at most one step
+        of one chunk."""
         build, mix = self.build, self.mix
-        planned = [plan_document(mix, build.library, i) for i in indices]
-        requests = [Request(doc.prompt, _with_seed(mix.sampling, doc.seed)) for doc in planned]
         tokens_before = self.status.tokens
+        plans = [planned_document(build.planner, mix.seed, i) for i in indices]
+        system = {doc.index: text for doc, text in plans}
+        docs = {doc.index: doc for doc, _ in plans}
+        failures: dict[int, str] = {}
+        ideas: dict[int, Completion] = {}
+        wants_idea = [i for i in indices if self._runs(docs[i], "idea")]
+        if wants_idea:
+            ideas, failed = self._step(
+                "idea",
+                wants_idea,
+                lambda i: build.library.render_step(docs[i].family, "idea", docs[i].axes, {}),
+                lambda i: derive_seed("idea", mix.seed, i) % (2**31),
+                max_tokens=mix.steps.idea_max_tokens,
+            )
+            failures.update(failed)
 
-        def on_result(_: int, completion: Completion) -> None:
-            if completion.error is None:
-                self.progress.advance(1, completion.n_tokens)
+        def document_prompt(i: int) -> StepPrompt:
+            doc = docs[i]
+            if "document" not in build.library.family(doc.family).step_templates:
+                return StepPrompt(system[i], doc.prompt)
+            inputs = {"idea": ideas[i].text} if i in ideas else {}
+            return build.library.render_step(doc.family, "document", doc.axes, inputs)
 
-        completions = _generate(build.engine, requests, on_result)
+        ready = [i for i in indices if i not in failures]
+        revising = [i for i in ready if self._runs(docs[i], "revise")]
+        drafts, failed = self._step(
+            "draft" if revising else None,
+            ready,
+            document_prompt,
+            lambda i: docs[i].seed,
+            final=set(ready) - set(revising),
+        )
+        failures.update(failed)
+        finals = {i: c for i, c in drafts.items() if i not in revising}
+        revisable = [i for i in revising if i in drafts]
+        if revisable:
+            revised, failed = self._step(
+                None,
+                revisable,
+                lambda i: build.library.render_step(
+                    docs[i].family,
+                    "revise",
+                    docs[i].axes,
+                    {"idea": ideas[i].text if i in ideas else "", "draft": drafts[i].text},
+                ),
+                lambda i: derive_seed("revise", mix.seed, i) % (2**31),
+                final=set(revisable),
+            )
+            failures.update(failed)
+            finals.update(revised)
         sampling = mix.sampling.to_dict()
         done: dict[int, Document] = {}
-        failures: dict[int, str] = {}
-        for doc, c in zip(planned, completions, strict=True):
-            if c.error is not None:
-                failures[doc.index] = c.error
-                continue
-            done[doc.index] = doc.replace(
+        for i, c in finals.items():
+            done[i] = docs[i].replace(
                 text=c.text,
+                prompt=document_prompt(i).user,
                 n_tokens=c.n_tokens,
                 finish_reason=c.finish_reason,
                 model=build.engine.model.name,
                 engine=build.engine.name,
-                sampling={**sampling, "seed": doc.seed},
+                sampling={**sampling, "seed": docs[i].seed},
+                idea=ideas[i].text if i in ideas else "",
+                draft=drafts[i].text if i in revising else "",
             )
         for run in contiguous_runs(sorted(done), len(indices)):
             write_arrow_atomic(
@@ -278,6 +324,67 @@ class _Task:
         self.status.tokens = tokens_before + sum(d.n_tokens for d in done.values())
         self._heartbeat()
         return done, failures
+
+    def _runs(self, doc: Document, step: str) -> bool:
+        enabled = getattr(self.mix.steps, step)
+        return enabled and step in self.build.library.family(doc.family).steps
+
+    def _step(
+        self,
+        checkpoint: str | None,
+        indices: list[int],
+        prompt: Callable[[int], StepPrompt],
+        seed: Callable[[int], int],
+        max_tokens: int | None = None,
+        final: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> tuple[dict[int, Completion], dict[int, str]]:
+        """One generation step for `indices`, all in one engine call. Outputs of an
+        intermediate step (`checkpoint` names it) are checkpointed under
+        `.work/steps/NAME/` and read back on a rerun instead of being generated again."""
+        folder = self.build.work / "steps" / checkpoint if checkpoint else None
+        outputs = _step_outputs(folder, indices) if folder else {}
+        todo = [i for i in indices if i not in outputs]
+        params = self.mix.sampling
+        if max_tokens is not None:
+            params = SamplingParams(**{**params.to_dict(), "max_tokens": max_tokens})
+        prompts = {i: prompt(i) for i in todo}
+        requests = [
+            Request(prompts[i].user, _with_seed(params, seed(i)), system=prompts[i].system)
+            for i in todo
+        ]
+
+        def on_result(k: int, completion: Completion) -> None:
+            if completion.error is None:
+                counted = 1 if todo[k] in final else 0
+                self.progress.advance(counted, completion.n_tokens)
+
+        completions = _generate(self.build.engine, requests, on_result) if requests else []
+        failures: dict[int, str] = {}
+        fresh: dict[int, Completion] = {}
+        for i, completion in zip(todo, completions, strict=True):
+            if completion.error is not None:
+                failures[i] = completion.error
+            else:
+                fresh[i] = completion
+        if folder is not None and fresh:
+            folder.mkdir(parents=True, exist_ok=True)
+            for run in contiguous_runs(sorted(fresh), len(indices)):
+                rows = [
+                    Document(
+                        index=i,
+                        family="",
+                        template="",
+                        axes={},
+                        prompt="",
+                        seed=seed(i),
+                        text=fresh[i].text,
+                        n_tokens=fresh[i].n_tokens,
+                        finish_reason=fresh[i].finish_reason,
+                    )
+                    for i in run
+                ]
+                write_arrow_atomic(folder / chunk_name(run[0], run[-1] + 1), rows)
+        return {**outputs, **fresh}, failures
 
     def _record_failures(self, failures: dict[int, str], asked: int) -> None:
         """Requests that failed for good are not checkpointed, so the next run asks for
@@ -361,6 +468,20 @@ class _Task:
         counts = self.build.engine.count_tokens([d.text for d in changed])
         fixed = {d.index: c for d, c in zip(changed, counts, strict=True) if c is not None}
         return [d.replace(n_tokens=fixed[d.index]) if d.index in fixed else d for d in docs]
+
+
+def _step_outputs(folder: Path, indices: list[int]) -> dict[int, Completion]:
+    """Checkpointed outputs of an intermediate step for `indices`, where present."""
+    wanted = set(indices)
+    chunks, _ = list_chunks(folder)
+    found: dict[int, Completion] = {}
+    for chunk in chunks:
+        if wanted.isdisjoint(chunk.indices):
+            continue
+        for doc in _read_chunk(chunk.path):
+            if doc.index in wanted:
+                found[doc.index] = Completion(doc.text, doc.n_tokens, doc.finish_reason)
+    return found
 
 
 def _grid_runs(indices: list[int], chunk_size: int) -> list[list[int]]:

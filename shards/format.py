@@ -19,6 +19,8 @@ so `datasets.Dataset.from_file(path)` memory-maps them as they are and
 | n_tokens      | int32  | length of `text` in the generating model's tokenizer         |
 | finish_reason | string | `stop` (natural end) or `length` (cut at max_tokens)         |
 | doc_index     | int64  | the document's index in the build plan                       |
+| idea          | string | the premise the idea step wrote ("" without that step)       |
+| draft         | string | the document before the revise step ("" without that step)   |
 | score_<name>  | double | one column per scorer that ran (higher is better); null where |
 |               |        | a judge's reply could not be parsed                          |
 """
@@ -51,6 +53,8 @@ SCHEMA = pa.schema(
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("finish_reason", pa.string(), nullable=False),
         pa.field("doc_index", pa.int64(), nullable=False),
+        pa.field("idea", pa.string(), nullable=False),
+        pa.field("draft", pa.string(), nullable=False),
     ]
 )
 
@@ -101,6 +105,8 @@ def to_batch(docs: Sequence[Document]) -> pa.RecordBatch:
         "n_tokens": [d.n_tokens for d in docs],
         "finish_reason": [d.finish_reason for d in docs],
         "doc_index": [d.index for d in docs],
+        "idea": [d.idea for d in docs],
+        "draft": [d.draft for d in docs],
     }
     for name in names:
         columns[f"score_{name}"] = [d.scores.get(name) for d in docs]
@@ -135,6 +141,8 @@ def from_batch(batch: pa.RecordBatch) -> Iterator[Document]:
             sampling=json_object(row["sampling"]),
             n_tokens=row["n_tokens"],
             finish_reason=row["finish_reason"],
+            idea=row["idea"],
+            draft=row["draft"],
             scores={k[6:]: v for k, v in row.items() if k.startswith("score_")},
         )
 

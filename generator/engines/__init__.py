@@ -112,10 +112,18 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Request:
-    """One chat prompt (sent as the user turn) and how to sample its answer."""
+    """One chat prompt and how to sample its answer. `prompt` is the user turn; `system`,
+    when set, the system message before it: a family's standing instructions, shared by
+    many documents, so an engine's prefix cache (vLLM's automatic prefix caching,
+    llama.cpp's KV reuse) skips it."""
 
     prompt: str
     params: SamplingParams
+    system: str = ""
+
+    def messages(self) -> list[dict[str, str]]:
+        turns = [{"role": "system", "content": self.system}] if self.system else []
+        return [*turns, {"role": "user", "content": self.prompt}]
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ class _Model:
         params = request.params
         self.llm.reset()
         result = self.llm.create_chat_completion(
-            messages=[{"role": "user", "content": request.prompt}],
+            messages=request.messages(),
             temperature=params.temperature,
             top_p=params.top_p,
             top_k=max(params.top_k, 0),

@@ -221,7 +221,7 @@ class OpenAIEngine(EngineBase):
         params = request.params
         body: dict[str, Any] = {
             "model": self.model_name,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": request.messages(),
             "temperature": params.temperature,
             "top_p": params.top_p,
             "presence_penalty": params.presence_penalty,

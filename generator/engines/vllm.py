@@ -154,7 +154,7 @@ class VllmEngine(EngineBase):
                 )
                 for r in requests
             ]
-            conversations = [[{"role": "user", "content": r.prompt}] for r in requests]
+            conversations = [r.messages() for r in requests]
             outputs = self._llm.chat(conversations, params, use_tqdm=False)
         except _validation_errors() as exc:
             raise EngineError(f"vLLM rejected {_parameter(exc)}: {_one_line(exc)}") from None
