@@ -285,11 +285,12 @@ def chatter_kinds(text: str) -> list[str]:
 
 
 def _near(pattern: re.Pattern[str], prose: str, triggers: tuple[str, ...]) -> bool:
-    """Search only around the triggers: a match is under 200 characters and holds a
-    trigger, so every match lies within 200 characters of one. Most texts hold few
-    triggers, and windows that overlap are searched once, so this never scans more than
-    the whole text. `prose` has its whitespace collapsed, so a trigger such as "let me
-    know" is found whatever spacing the text used."""
+    """Search only around the triggers. Every match of these patterns holds one of its
+    triggers, starts at most 60 characters before it and is under 200 characters long,
+    so it lies in the window from 60 characters before a trigger to 200 after. Windows
+    that overlap are searched once, so no text is scanned more than once; most texts
+    hold few triggers. `prose` has its whitespace collapsed, so a trigger such as "let
+    me know" is found whatever spacing the text used."""
     hits = []
     for trigger in triggers:
         at = prose.find(trigger)
@@ -299,14 +300,17 @@ def _near(pattern: re.Pattern[str], prose: str, triggers: tuple[str, ...]) -> bo
     if not hits:
         return False
     hits.sort()
-    start, end = max(0, hits[0] - 200), hits[0] + 200
+    start, end = max(0, hits[0] - _BEFORE), hits[0] + _AFTER
     for at in hits[1:]:
-        if at - 200 > end:
+        if at - _BEFORE > end:
             if pattern.search(prose, start, end):
                 return True
-            start = at - 200
-        end = at + 200
+            start = at - _BEFORE
+        end = at + _AFTER
     return pattern.search(prose, start, end) is not None
+
+
+_BEFORE, _AFTER = 60, 200
 
 
 def _has_placeholder(text: str) -> bool:

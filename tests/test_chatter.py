@@ -143,6 +143,21 @@ def test_two_sign_off_sentences_are_both_stripped_and_a_sentence_after_an_offer_
     assert strip_chatter(EMBEDDED["offer"]) == EMBEDDED["offer"]
 
 
+@pytest.mark.parametrize(
+    ("chatter", "kind"),
+    [
+        ("This was written in response to your request for a story.", "meta"),
+        ("It runs to a format of approximately 1,300,000 words.", "meta"),
+        ("As a large language model, I have no view on the harbour.", "refusal"),
+        ("I would be delighted to help with any other reports.", "offer"),
+        ("Is there anything else you would like me to add?", "offer"),
+    ],
+)
+def test_chatter_deep_inside_a_long_text_is_found(chatter, kind):
+    padding = " ".join([BODY] * 30)
+    assert chatter_kinds(f"{padding} {chatter} {padding}") == [kind]
+
+
 def test_each_kind_halves_the_score():
     both = f"Sure! Here is a story about [Name].\n\n{BODY}\n\nI hope you enjoyed it!"
     assert chatter_kinds(both) == ["preamble", "offer", "placeholder"]
