@@ -27,7 +27,8 @@ scores:
   repetition: null
   slop: null
   chatter: null
-judges: {}
+  opening: null
+judges: {{}}
 shards:
   max_rows: {max_rows}
 """

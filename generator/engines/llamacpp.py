@@ -7,8 +7,9 @@ Several worker processes, each with its own model and one share of the cores,
 generate different documents at once. On the 2-core development machine two
 single-threaded workers make 70.6 tokens/s where one two-threaded process makes
 50.5 (bench/engine_overhead.py measures it), so one worker per core is the
-default. The texts are the same either way: each document has its own seed and
-a fresh KV cache, and llama.cpp's results do not depend on the thread count.
+default. The texts are the same either way: each document has its own seed, its
+prompt is always evaluated the same way (see `_Model.generate`), and llama.cpp's
+results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -42,10 +43,8 @@ N_CTX = 4096
 class LlamaCppEngine(EngineBase):
     """Generates documents with a per-document seed, in `workers` processes.
 
-    The KV cache is reset before each document: llama-cpp-python otherwise
-    reuses the longest prompt prefix shared with the previous request, which
-    makes a document's logits depend on what was generated before it and breaks
-    the promise that a resumed build equals an uninterrupted one.
+    A chunk's requests are dispatched grouped by system message, so a worker meets
+    the same system message many times in a row and reuses its evaluation.
     """
 
     name = "llamacpp"
@@ -86,17 +85,19 @@ class LlamaCppEngine(EngineBase):
     ) -> list[Completion]:
         """Completions in request order; `on_result(k, completion)` as each one finishes,
         so progress moves per document rather than per chunk."""
+        order = sorted(range(len(requests)), key=lambda k: requests[k].system)
+        grouped = [requests[k] for k in order]
         results = (
-            (self._local.generate(r) for r in requests)
+            (self._local.generate(r) for r in grouped)
             if self.workers == 1
-            else self._pool.imap(_worker_generate, requests, chunksize=1)
+            else self._pool.imap(_worker_generate, grouped, chunksize=1)
         )
-        completions: list[Completion] = []
-        for k, completion in enumerate(results):
-            completions.append(completion)
+        completions: list[Completion | None] = [None] * len(requests)
+        for k, completion in zip(order, results, strict=True):
+            completions[k] = completion
             if on_result is not None:
                 on_result(k, completion)
-        return completions
+        return completions  # type: ignore[return-value]
 
     def validate(self) -> None:
         """Open the model's vocabulary, so a broken file fails before a build writes."""
@@ -160,8 +161,14 @@ class _Model:
                 raise EngineError(f"{model_path}: cannot load model: {exc}") from None
 
     def generate(self, request: Request) -> Completion:
+        """One completion. The prompt is evaluated in two fixed steps, the system
+        message's tokens and then the rest, whatever came before: the first step's
+        result is kept from the previous request when that had the same system message
+        (the family's instructions, shared by many documents), and recomputed from an
+        empty cache otherwise. Either way the document's computation is the same, so its
+        text never depends on what the worker generated before it."""
         params = request.params
-        self.llm.reset()
+        self._load_prefix(self._prefix(request.system) if request.system else [])
         result = self.llm.create_chat_completion(
             messages=request.messages(),
             temperature=params.temperature,
@@ -184,6 +191,47 @@ class _Model:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.llm.tokenize(t.encode("utf-8"), add_bos=False)) for t in texts]
+
+    def _prefix(self, system: str) -> list[int]:
+        """The tokens every prompt with this system message starts with: the common
+        start of two prompts that differ only in their user turn, tokenized as
+        llama-cpp-python tokenizes a chat prompt."""
+        cache: dict[str, list[int]] = self.__dict__.setdefault("_prefixes", {})
+        if system not in cache:
+            llm = self.llm
+            formatter = _chat_formatter(
+                llm.metadata.get("tokenizer.chat_template", ""),
+                llm._model.token_get_text(llm.token_eos()),
+                llm._model.token_get_text(llm.token_bos()),
+            )
+            a, b = (
+                llm.tokenize(
+                    formatter(messages=[{"role": "system", "content": system},
+                                        {"role": "user", "content": user}]).prompt.encode(),
+                    special=True,
+                )
+                for user in ("a", "b")
+            )  # fmt: skip
+            common = next(
+                (k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                min(len(a), len(b)),
+            )
+            if len(cache) > 64:
+                cache.clear()
+            cache[system] = a[:common]
+        return cache[system]
+
+    def _load_prefix(self, prefix: list[int]) -> None:
+        """Leave exactly `prefix` evaluated in the KV cache (llama-cpp-python then
+        evaluates only the rest of the prompt)."""
+        llm = self.llm
+        held = llm.n_tokens >= len(prefix) > 0 and llm.input_ids[: len(prefix)].tolist() == prefix
+        if held:
+            llm.n_tokens = len(prefix)
+            return
+        llm.reset()
+        if prefix:
+            llm.eval(prefix)
 
     def option_logprobs(self, request: ChoiceRequest) -> dict[str, float]:
         """Evaluate the chat prompt (rendered with the GGUF's own chat template, as
