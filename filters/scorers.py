@@ -343,7 +343,11 @@ class Score(Stage):
 
 
 def score_files(
-    paths: list[Path], out: Path, names: list[str], max_rows: int = 100_000
+    paths: list[Path],
+    out: Path,
+    names: list[str],
+    max_rows: int = 100_000,
+    format: str = "arrow",
 ) -> dict[str, Any]:
     """Add `score_<name>` columns to any Arrow or Parquet files with a `text` column.
 
@@ -361,7 +365,7 @@ def score_files(
     values: dict[str, list[np.ndarray]] = {s.name: [] for s in scorers}
     rows = 0
     with staged_folder(out) as staging:
-        shards = RollingShards(staging, max_rows)
+        shards = RollingShards(staging, max_rows, format)
         for path in files:
             for batch in read_foreign(path):
                 texts = [t or "" for t in batch.column("text").to_pylist()]

@@ -9,9 +9,16 @@ from tests.helpers import TINY_MIX, build_args, write
 GOOD = TINY_MIX.format(max_tokens=24, max_rows=2)
 
 
-def test_builtin_mix_uses_all_three_families(library):
+def test_builtin_mix_uses_all_six_families(library):
     mix = load_mix("alignment-stories", library)
-    assert set(mix.families) == {"deployment-story", "technical-report", "high-stakes-choice"}
+    assert set(mix.families) == {
+        "deployment-story",
+        "technical-report",
+        "high-stakes-choice",
+        "human-story",
+        "explainer",
+        "discussion",
+    }
     assert mix.sampling.max_tokens > 0
     assert mix.source == "alignment-stories"
 

@@ -373,7 +373,7 @@ def dedup(
     from filters.dedup import DedupConfig, dedup_files
 
     config = DedupConfig(threshold=threshold, ngram=ngram, num_perm=num_perm)
-    report = dedup_files(list(paths), out, config, **_format_argument(dedup_files, paths, fmt))
+    report = dedup_files(list(paths), out, config, **_format_argument(paths, fmt))
     click.echo(
         f"{out}: kept {report['rows_kept']:,} of {report['rows_in']:,} rows "
         f"({report['near_duplicates']:,} near-duplicates in {len(report['clusters']):,} clusters)"
@@ -411,27 +411,16 @@ def score(paths: tuple[Path, ...], out: Path, scorers: str, fmt: str | None) -> 
     from filters.scorers import score_files
 
     names = [n.strip() for n in scorers.split(",") if n.strip()]
-    report = score_files(list(paths), out, names, **_format_argument(score_files, paths, fmt))
+    report = score_files(list(paths), out, names, **_format_argument(paths, fmt))
     summary = ", ".join(
         f"{n} mean {s['mean']:.3g}" for n, s in report["scorers"].items() if s["mean"] is not None
     )
     click.echo(f"{out}: scored {report['rows']:,} rows ({summary or 'no rows'})")
 
 
-def _format_argument(func: Any, paths: tuple[Path, ...], requested: str | None) -> dict[str, str]:
-    """`format=` for `score_files` / `dedup_files`: the one asked for, else the inputs' own.
-
-    Transitional: until both library functions take `format`, the inputs' own
-    format falls back to Arrow (the old behaviour) and an explicit Parquet
-    request is refused with one line rather than silently ignored.
-    """
-    import inspect as signatures
-
+def _format_argument(paths: tuple[Path, ...], requested: str | None) -> dict[str, str]:
+    """`format=` for `score_files` / `dedup_files`: the one asked for, else the inputs'
+    own (Parquet only when every input is Parquet)."""
     from shards.format import foreign_files, output_format
 
-    fmt = output_format(foreign_files(list(paths)), requested)
-    if "format" in signatures.signature(func).parameters:
-        return {"format": fmt}
-    if requested not in (None, "arrow"):
-        raise click.UsageError(f"--format {requested}: not supported by this version")
-    return {}
+    return {"format": output_format(foreign_files(list(paths)), requested)}
