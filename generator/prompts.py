@@ -472,13 +472,6 @@ class _BoundedSandbox(SandboxedEnvironment):
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         return _Guard().visit(super()._parse(source, name, filename))
 
-
-class _FlatSandbox(_BoundedSandbox):
-    """The bounded sandbox with includes inlined (see `_Inline`)."""
-
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        return _Inline(self, 0).visit(super()._parse(source, name, filename))
-
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _budget()
         budget.calls += 1
@@ -518,6 +511,13 @@ class _FlatSandbox(_BoundedSandbox):
         if isinstance(obj, str) and attribute in ("format", "format_map"):
             _check_arguments([obj])
         return super().getattr(obj, attribute)
+
+
+class _FlatSandbox(_BoundedSandbox):
+    """The bounded sandbox with includes inlined (see `_Inline`)."""
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _Inline(self, 0).visit(super()._parse(source, name, filename))
 
 
 def _contained(root: Path, name: str) -> Path | None:
