@@ -583,6 +583,7 @@ class TemplateLibrary:
         self._globals: dict[str, dict[str, Any]] = {}
         self._straight_cache: dict[str, bool] = {}
         self._flat: dict[str, jinja2.Template | None] = {}
+        self._scopes: dict[str, dict[str, Any]] = {}
 
     # -- discovery -------------------------------------------------------------
 
@@ -930,9 +931,14 @@ class TemplateLibrary:
                 flat = self._flat[template_name] = self._flat_template(template_name)
             if flat is not None:
                 try:
+                    scope = self._scopes.get(family.name)
+                    if scope is None:
+                        scope = self._scopes[family.name] = {
+                            **self._flat_globals,
+                            **family.constants,
+                        }
                     text = "".join(flat.root_render_func(flat.new_context(
-                        {**self._flat_globals, **family.constants, **(extra or {}), **variables},
-                        True,
+                        {**scope, **(extra or {}), **variables}, True
                     )))  # fmt: skip
                     if len(text) <= MAX_OUTPUT_CHARS:
                         return _tidy(text)

@@ -111,15 +111,15 @@ class _Pattern:
     size: int
 
     def make(self, parts: dict[str, tuple[Any, ...]], rng: random.Random) -> str:
+        rand = rng.random
         out = [self.pieces[0]]
         for (name, case), piece in zip(self.slots, self.pieces[1:], strict=True):
-            value = parts[name][int(rng.random() * len(parts[name]))]
-            if isinstance(value, _Pattern):
+            values = parts[name]
+            value = values[int(rand() * len(values))]
+            if type(value) is not str:
                 value = value.make(parts, rng)
-            if case == "upper":
-                value = value.upper()
-            elif case == "title":
-                value = value[:1].upper() + value[1:]
+            if case is not None:
+                value = value.upper() if case == "upper" else value[:1].upper() + value[1:]
             out.append(value)
             out.append(piece)
         return "".join(out)
@@ -178,10 +178,15 @@ class ComposedPool(SeedPool):
         patterns, parts = self._patterns[variant], self._parts[variant]
         cumulative = self._cumulative[variant]
         chosen: list[str] = []
+        banned = self._banned
         for _ in range(MAX_DRAW_TRIES * count):
-            at = bisect.bisect(cumulative, rng.random() * cumulative[-1])
-            value = patterns[min(at, len(patterns) - 1)].make(parts, rng)
-            if value not in taken and value.lower() not in self._banned:
+            if len(patterns) == 1:
+                pattern = patterns[0]
+            else:
+                at = bisect.bisect(cumulative, rng.random() * cumulative[-1])
+                pattern = patterns[min(at, len(patterns) - 1)]
+            value = pattern.make(parts, rng)
+            if value not in taken and not (banned and value.lower() in banned):
                 chosen.append(value)
                 taken.add(value)
                 if len(chosen) == count:
