@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.decontam import Decontaminate
+from filters.dedup import DedupConfig
 from filters.diversity import Diversity
 from filters.minhash import band_hashes, candidate_pairs, earliest_duplicates, lsh_bands
 from filters.stage import Drop, StageStats
@@ -70,7 +71,7 @@ def merge_build(build: Build, execution: dict[str, Any]) -> dict[str, Any]:
     processed = build.work / "processed" / state["processing_key"]
     chunks = _coverage(build, processed)
     progress.phase("merging: finding duplicates", total=len(chunks))
-    plan = _plan(build, chunks)
+    plan = plan_duplicates(chunks, build.documents, build.mix.dedup, progress)
     (build.out / MANIFEST).unlink(missing_ok=True)
     progress.phase("merging: writing shards", total=build.documents)
     filters = _Filters(build, plan, processed)
@@ -179,13 +180,16 @@ def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 @dataclass
-class _Plan:
+class DuplicatePlan:
     exact_duplicates: set[int] = field(default_factory=set)
     near_duplicate_of: dict[int, int] = field(default_factory=dict)  # index -> earlier index
 
 
-def _plan(build: Build, chunks: list[Chunk]) -> _Plan:
-    config = build.mix.dedup
+def plan_duplicates(
+    chunks: list[Chunk], documents: int, config: DedupConfig, progress: Progress
+) -> DuplicatePlan:
+    """Passes one and two over the processed chunks: which documents are exact and
+    near duplicates (of which earlier document)."""
     indices: list[np.ndarray] = []
     keys: list[np.ndarray] = []
     bands_parts: list[np.ndarray] = []
@@ -195,16 +199,16 @@ def _plan(build: Build, chunks: list[Chunk]) -> _Plan:
         table = _read(chunk.path, ["doc_index", "drop_reason", "text_key", "minhash"])
         index = table["doc_index"].to_numpy()
         alive = table["drop_reason"].is_null().to_numpy(zero_copy_only=False)
-        alive &= (index < build.documents) & (index >= chunk.first)
+        alive &= (index < documents) & (index >= chunk.first)
         rows = np.flatnonzero(alive)
         indices.append(index[rows])
-        keys.append(np.array(table["text_key"].take(rows).to_pylist(), dtype="S16"))
+        keys.append(_keys(table["text_key"].take(rows)))
         locations.append((number, rows))
         if config.enabled:
             signatures = _signatures(table["minhash"].take(rows), config.num_perm)
             bands_parts.append(band_hashes(signatures, b, r))
-        build.progress.advance(1)
-    plan = _Plan()
+        progress.advance(1)
+    plan = DuplicatePlan()
     if not indices:
         return plan
     index = np.concatenate(indices)
@@ -235,11 +239,28 @@ def _plan(build: Build, chunks: list[Chunk]) -> _Plan:
     return plan
 
 
-def _signatures(column: pa.ChunkedArray, num_perm: int) -> np.ndarray:
-    if len(column) == 0:
+def _signatures(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
+    """(rows, num_perm) uint32 signatures straight from the Arrow buffers, no Python
+    objects per row: every non-null value is num_perm little-endian uint32s."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
         return np.zeros((0, num_perm), dtype=np.uint32)
-    raw = b"".join(column.to_pylist())
-    return np.frombuffer(raw, dtype="<u4").reshape(len(column), num_perm)
+    width = num_perm * 4
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    positions = offsets[:-1, None] + np.arange(width)
+    return data[positions].view("<u4").reshape(len(array), num_perm)
+
+
+def _keys(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The 16-byte exact-duplicate keys as a numpy bytes array, from the Arrow buffer."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(array) == 0:
+        return np.zeros(0, dtype="S16")
+    data = np.frombuffer(array.buffers()[1], dtype="S16")
+    return data[array.offset : array.offset + len(array)].copy()
 
 
 def _candidate_signatures(
@@ -283,7 +304,7 @@ class _Filters:
     """The merge's filter chain, each step counting in and out and drops by reason, in
     the order a single process applies them."""
 
-    def __init__(self, build: Build, plan: _Plan, processed: Path) -> None:
+    def __init__(self, build: Build, plan: DuplicatePlan, processed: Path) -> None:
         self.build, self.plan = build, plan
         mix = build.mix
         names = ["clean", "exact-dedup"]

@@ -177,3 +177,46 @@ def test_gen_dedup_bad_inputs_are_one_line_and_write_nothing(tmp_path, runner):
     assert result.exit_code == 1
     assert "exists and is not empty" in result.output
     assert [p.name for p in not_empty.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("num_perm", [32, 64, 128, 256])
+def test_band_layout_is_the_one_datasketch_picks(num_perm):
+    from datasketch.lsh import _optimal_param
+
+    from filters.minhash import lsh_bands
+
+    for threshold in (0.5, 0.7, 0.8, 0.9, 0.95):
+        assert lsh_bands(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def test_band_search_decides_exactly_as_the_one_at_a_time_index():
+    """The merge's all-at-once decision (bands, candidate pairs, earliest similar
+    earlier document) equals NearDuplicateIndex.add applied in order, clusters with
+    chains (a copy of a copy) included."""
+    from filters.minhash import (
+        NearDuplicateIndex,
+        band_hashes,
+        candidate_pairs,
+        earliest_duplicates,
+        lsh_bands,
+    )
+
+    rng = random.Random(4)
+    texts = [random_text(rng) for _ in range(150)]
+    for _ in range(120):
+        source = rng.choice(texts)
+        texts.append(edited(rng, source, rng.choice([0.0, 0.02, 0.05, 0.1, 0.2])))
+    rng.shuffle(texts)
+    signatures = MinHasher().signatures(texts)
+    index = NearDuplicateIndex(0.8, 128)
+    expected = {}
+    for k, signature in enumerate(signatures):
+        original = index.add(str(k), signature)
+        if original is not None:
+            expected[k] = int(original)
+    bands = band_hashes(signatures, *lsh_bands(0.8, 128))
+    a, c = candidate_pairs(bands)
+    similar = np.count_nonzero(signatures[a] == signatures[c], axis=1) / 128 >= 0.8
+    earliest = earliest_duplicates(a, c, similar, len(texts))
+    assert {k: int(e) for k, e in enumerate(earliest) if e >= 0} == expected
+    assert len(expected) > 20  # the close copies were found
