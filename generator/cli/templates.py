@@ -43,7 +43,9 @@ def templates_list(templates_dir: Path | None) -> None:
 @click.option("--n", "count", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
-    "--jsonl", is_flag=True, help="One JSON object per line: index, family, template, axes, prompt."
+    "--jsonl",
+    is_flag=True,
+    help="One JSON object per line: index, family, template, axes, system, prompt.",
 )
 @user_errors
 def templates_render(
@@ -66,6 +68,7 @@ def templates_render(
                 "family": rendered.family,
                 "template": rendered.template,
                 "axes": rendered.axes,
+                "system": rendered.system,
                 "prompt": rendered.prompt,
             }
             click.echo(json.dumps(record, ensure_ascii=False))
