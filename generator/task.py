@@ -87,14 +87,31 @@ def run_task(
     build = Build.from_folder(out, progress)
     try:
         if build.generation_key() != build.state["generation_key"]:
-            raise BuildError(
+            error = BuildError(
                 f"{out}: the mix, templates or model changed since this build was prepared; "
                 "run gen build again to re-prepare it, or choose another --out"
             )
+            _mark_failed(build, rank, world_size, str(error))
+            raise error
         return execute_task(build, rank, world_size)
     finally:
         build.close()
         build.progress.close()
+
+
+def _mark_failed(build: Build, rank: int, world_size: int, error: str) -> None:
+    """A task that cannot start still says so, so `gen status` never shows it pending."""
+    path = task_status_path(build.work, rank, world_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    status = TaskStatus(rank, world_size, state="failed", pid=os.getpid())
+    status.host, status.started, status.updated, status.error = (
+        socket.gethostname(),
+        now,
+        now,
+        error,
+    )
+    write_json_nofollow(path, status.to_dict())
 
 
 def execute_task(build: Build, rank: int, world_size: int) -> TaskResult:

@@ -14,6 +14,8 @@ from tests.helpers import TINY_MIX, build_args, write
 
 LIMIT = 6
 
+pytest_plugins = ["tests.clusters"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory) -> Path:

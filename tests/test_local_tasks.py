@@ -21,8 +21,6 @@ from generator.executors.local import cpu_groups, gpu_groups, task_process_envir
 from generator.status import build_status, read_task_status
 from tests.clusters import build_fingerprint
 
-pytest_plugins = ["tests.clusters"]  # the mini build and the single-process reference
-
 
 class RecordingProgress(Progress):
     """Records what a progress display would be shown."""

@@ -18,8 +18,6 @@ from generator.executors import ExecutorConfig, RayOptions, run_executor
 from generator.status import read_task_status
 from tests.clusters import build_fingerprint
 
-pytest_plugins = ["tests.clusters"]
-
 
 def test_lost_task_is_retried_by_ray_and_equals_single_process(
     ray_cluster, mini, single_process, tmp_path: Path

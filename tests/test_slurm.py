@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from generator.cli.scale import describe_outcome
+from generator.cli import main
 from generator.cli.scale import status as status_command
 from generator.errors import BuildError
 from generator.executors import ExecutorConfig, SlurmOptions, run_executor
 from generator.executors.slurm import array_spec, sbatch_script
 from generator.status import build_status, read_task_status
 from tests.clusters import build_fingerprint
-
-pytest_plugins = ["tests.clusters"]
 
 
 def wait_for(condition, what: str, timeout: float = 120.0):
@@ -43,16 +41,19 @@ def observe(runner, out: Path) -> dict:
 def test_array_job_killed_task_resubmitted_equals_single_process(
     slurm_env, mini, single_process, runner, tmp_path: Path
 ):
-    out = mini.prepare(tmp_path / "out")
+    out = tmp_path / "out"
     config = ExecutorConfig(kind="slurm", tasks=3, cpus_per_task=1)
-    outcome = run_executor(out, config)
-    assert not outcome.completed and outcome.ranks == (0, 1, 2)
-    assert set(outcome.job_ids) == {"tasks", "merge"}
-    assert describe_outcome(out, outcome).splitlines() == [
-        f"{out}: submitted 3 of 3 task(s) as Slurm array job {outcome.job_ids['tasks']}, "
-        f"and merge job {outcome.job_ids['merge']} to run after it",
-        f"follow with: gen status {out}; squeue -j {outcome.job_ids['tasks']},"
-        f"{outcome.job_ids['merge']}",
+    # Submitted by the project's own command, as a user would.
+    submitted = runner.invoke(
+        main, mini.build_args(out, "--executor", "slurm", "--tasks", "3", "--cpus-per-task", "1")
+    )
+    assert submitted.exit_code == 0, submitted.output
+    jobs = json.loads((out / ".work" / "executor.json").read_text())["jobs"]
+    assert set(jobs) == {"tasks", "merge"}
+    assert submitted.output.splitlines() == [
+        f"{out}: submitted 3 of 3 task(s) as Slurm array job {jobs['tasks']}, "
+        f"and merge job {jobs['merge']} to run after it",
+        f"follow with: gen status {out}; squeue -j {jobs['tasks']},{jobs['merge']}",
         f"logs: {out}/.work/slurm/logs",
     ]
     script = (out / ".work" / "slurm" / "task.sbatch").read_text()
@@ -87,12 +88,12 @@ def test_array_job_killed_task_resubmitted_equals_single_process(
     assert build_fingerprint(out) == single_process
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["execution"]["executor"], manifest["execution"]["tasks"]) == ("slurm", 3)
-    task_logs = sorted(p.name for p in outcome.logs.glob("task-*.log"))
+    task_logs = sorted(p.name for p in (out / ".work" / "slurm" / "logs").glob("task-*.log"))
     assert task_logs == [
-        f"task-0-job-{outcome.job_ids['tasks']}.log",
-        f"task-1-job-{outcome.job_ids['tasks']}.log",
+        f"task-0-job-{jobs['tasks']}.log",
+        f"task-1-job-{jobs['tasks']}.log",
         f"task-1-job-{resubmitted.job_ids['tasks']}.log",
-        f"task-2-job-{outcome.job_ids['tasks']}.log",
+        f"task-2-job-{jobs['tasks']}.log",
     ]
 
 

@@ -18,7 +18,7 @@ from generator.cli.common import (
     user_errors,
 )
 from generator.cli.progress import progress_display
-from generator.cli.scale import executor_options
+from generator.cli.scale import describe_outcome, executor_options
 from generator.engines import EngineConfig, create_engine
 from generator.executors import ExecutorConfig
 
@@ -100,7 +100,14 @@ def build(
       gen build --mix alignment-stories --engine openai --base-url http://gpu1:8000/v1 \\
           --model served-model-name --concurrency 64
     """
-    from generator.build import Build, BuildSpec, report_summary, without_credentials
+    from generator.build import (
+        Build,
+        BuildResult,
+        BuildSpec,
+        report_summary,
+        without_credentials,
+    )
+    from generator.executors import run_executor
     from generator.run import run_build
 
     judge_config = (
@@ -132,11 +139,30 @@ def build(
     # This process keeps the engine options as given (a --base-url may carry credentials,
     # which build.json never stores: tasks elsewhere take the key from --api-key-env).
     job.engine_config, job.judge_engine_config = engine_config, judge_config
+    in_process = executor_config.kind == "local" and executor_config.tasks == 1
+    if in_process and not executor_config.gpus_per_task:
+        try:
+            result = run_build(job)
+        finally:
+            job.close()
+        click.echo(report_summary(job.out, result))
+        return
+    # Several tasks or another executor: prepare here (validate, claim the folder, record
+    # the spec), then the executor decides where the tasks and the merge run.
     try:
-        result = run_build(job)
+        job.prepare()
+        done = job.complete_manifest()
     finally:
         job.close()
-    click.echo(report_summary(job.out, result))
+    if done is not None:
+        click.echo(report_summary(job.out, BuildResult(done, 0, already_complete=True)))
+        return
+    outcome = run_executor(job.out, executor_config, progress=job.progress)
+    job.progress.close()
+    if outcome.completed:
+        click.echo(report_summary(job.out, BuildResult(outcome.manifest, 0, False)))
+    else:
+        click.echo(describe_outcome(job.out, outcome))
 
 
 @click.command("judge-eval")
