@@ -267,7 +267,6 @@ class Build:
             "model": {"name": self.engine.model.name, "sha256": self.engine.model.sha256},
             "documents": self.documents,
             "chunk_size": self.resolved_chunk_size(),
-            "reproducibility": reproducibility(self.engine),
         }
         claim_folder(self.out)
         existing = read_json(self.work / STATE)
@@ -349,7 +348,8 @@ def _write_if_changed(path: Path, data: dict[str, Any]) -> None:
 
 def reproducibility(engine: Engine) -> dict[str, Any]:
     """What the engine promises about a document's text across chunk sizes, kills and
-    resumes; recorded in the manifest and said by `gen build`."""
+    resumes; recorded in the manifest and said by `gen build`. Asked after generation:
+    vLLM knows whether its batch-invariant mode took effect only once it runs."""
     report = getattr(engine, "reproducibility", None)
     if callable(report):
         report = report()
@@ -357,8 +357,9 @@ def reproducibility(engine: Engine) -> dict[str, Any]:
         return report
     if engine.name == "llamacpp":
         return {
-            "mode": "per-document seed, fresh KV cache",
-            "guarantee": "same text for any chunk size, task count, kill and resume (tested)",
+            "mode": "per-document seed, fixed prompt evaluation",
+            "guarantee": "same text for any chunk size, task count, worker count, kill and "
+            "resume (tested)",
         }
     return {
         "mode": "per-document seed",
@@ -400,7 +401,11 @@ def report_summary(out: Path, result: BuildResult) -> str:
         f"({manifest['tokens']['total']} tokens) in {len(manifest['shards'])} shard(s) "
         f"by {manifest['engine']} on {manifest['model']['name']}; dropped: {dropped}"
     )
-    return "\n".join([line, *misfire_warnings(manifest)])
+    notes = misfire_warnings(manifest)
+    promise = manifest.get("reproducibility") or {}
+    if "may differ" in str(promise.get("guarantee", "")):
+        notes.append(f"note: {manifest['engine']} ({promise.get('mode')}): {promise['guarantee']}")
+    return "\n".join([line, *notes])
 
 
 def misfire_warnings(manifest: dict[str, Any]) -> list[str]:

@@ -114,7 +114,7 @@ def merge_build(build: Build, execution: dict[str, Any]) -> dict[str, Any]:
         diversity=filters.diversity.report(),
         judges=filters.judge_report,
         near_duplicates=None,
-        reproducibility=state.get("reproducibility"),
+        reproducibility=read_json(build.work / "reproducibility.json"),
         execution={**execution, "tasks_report": _task_report(build)},
     )
     if build.mix.dedup.enabled:

@@ -37,7 +37,7 @@ from filters.clean import Clean
 from filters.judges import RUBRICS, Judge, JudgeEval, JudgeScorer, evaluate, validation_digest
 from filters.scorers import Score, ScoreConfig
 from filters.stage import Drop
-from generator.build import Build, Progress, planned_document
+from generator.build import Build, Progress, planned_document, reproducibility
 from generator.checkpoints import (
     TaskStatus,
     chunk_name,
@@ -216,6 +216,8 @@ class _Task:
                 self.progress.advance(1)
         self.progress.phase("generating", total=len(mine), done=len(mine) - len(missing))
         generated = self._generate(missing)
+        if generated:
+            write_json_nofollow(build.work / "reproducibility.json", reproducibility(build.engine))
         return generated
 
     # -- generation -----------------------------------------------------------------------
