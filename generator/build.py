@@ -41,8 +41,8 @@ from generator.engines import Engine, EngineConfig, create_engine
 from generator.errors import BuildError, GenError
 from generator.mix import Mix, load_mix
 from generator.progress import PrintNotes, Progress
-from generator.prompts import Planner, TemplateLibrary, derive_seed
-from generator.records import Document
+from generator.prompts import Planner, TemplateLibrary, builtin_templates_dir, derive_seed
+from generator.records import Document, file_sha256
 from shards.manifest import MANIFEST, read_manifest
 
 SPEC = "build.json"
@@ -229,9 +229,17 @@ class Build:
             }
         )[:16]
 
+    def eval_sets(self) -> list[Path]:
+        """The eval sets the leakage gate checks: the mix's `eval_sets:`, else the shipped
+        propensity set."""
+        if self.mix.eval_sets is None:
+            return [Path(str(builtin_templates_dir())) / "evals" / "propensity.jsonl"]
+        return [Path(p) for p in self.mix.eval_sets]
+
     def resolved_config(self) -> dict[str, Any]:
         config = self.mix.to_dict()
         config["documents"] = self.documents
+        config["eval_sets"] = [{"file": p.name, "sha256": file_sha256(p)} for p in self.eval_sets()]
         config["judges"] = dict(sorted(self.active_judges.items()))
         if self.decontaminate is not None:
             config["decontaminate"] = self.decontaminate.describe()

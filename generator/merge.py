@@ -30,6 +30,7 @@ import pyarrow as pa
 from filters.decontam import Decontaminate
 from filters.dedup import DedupConfig
 from filters.diversity import Diversity
+from filters.leakage import LeakageGate
 from filters.minhash import band_hashes, candidate_pairs, earliest_duplicates, lsh_bands
 from filters.stage import Drop, StageStats
 from generator import __version__
@@ -114,6 +115,7 @@ def merge_build(build: Build, execution: dict[str, Any]) -> dict[str, Any]:
         diversity=filters.diversity.report(),
         judges=filters.judge_report,
         near_duplicates=None,
+        leakage=filters.leakage.describe() if filters.leakage else None,
         reproducibility=read_json(build.work / "reproducibility.json"),
         execution={**execution, "tasks_report": _task_report(build)},
     )
@@ -314,6 +316,10 @@ class _Filters:
         self.decontaminate = Decontaminate(build.decontaminate) if build.decontaminate else None
         if self.decontaminate:
             names.append("decontaminate")
+        sets = build.eval_sets()
+        self.leakage = LeakageGate(sets) if sets else None
+        if self.leakage:
+            names.append("leakage")
         evaluations = read_json(processed / "judges.json") or {}
         self.judge_minimums: dict[str, float] = {}
         self.judge_report: dict[str, Any] = {}
@@ -368,6 +374,8 @@ class _Filters:
         verdicts.append(lambda d: _minimums(d, self.build.mix.scores.minimums))
         if self.decontaminate:
             verdicts.append(self.decontaminate.process)
+        if self.leakage:
+            verdicts.append(self.leakage.process)
         for name in sorted(self.build.active_judges):
             verdicts.append(lambda d, n=name: self._judged(d, n))
         for verdict in verdicts:

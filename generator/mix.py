@@ -58,7 +58,7 @@ MAX_MIX_BYTES = 1024 * 1024
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 MERGED_SECTIONS = ("sampling", "steps", "filters", "dedup", "shards")
-REPLACED_SECTIONS = ("families", "scores", "judges")
+REPLACED_SECTIONS = ("families", "scores", "judges", "eval_sets")
 MIX_KEYS = {
     "name",
     "description",
@@ -108,6 +108,9 @@ class Mix:
     judges: JudgeConfig = field(default_factory=JudgeConfig.default)
     shards: ShardConfig = field(default_factory=ShardConfig)
     steps: StepsConfig = field(default_factory=StepsConfig)
+    # Eval sets the leakage gate keeps out of the shards (absolute paths); None: the
+    # shipped propensity set; empty: no gate.
+    eval_sets: tuple[str, ...] | None = None
 
     def with_overrides(
         self,
@@ -145,6 +148,7 @@ class Mix:
             "scores": dict(sorted(self.scores.minimums.items())),
             "judges": dict(sorted(self.judges.minimums.items())),
             "shards": dataclasses.asdict(self.shards),
+            "eval_sets": None if self.eval_sets is None else list(self.eval_sets),
         }
 
 
@@ -211,7 +215,24 @@ def load_mix(ref: str, library: TemplateLibrary) -> Mix:
         judges=_minimums(_origin(chain, "judges"), "judges", data.get("judges"), JudgeConfig),
         shards=_section(chain, "shards", data.get("shards"), ShardConfig),
         steps=_section(chain, "steps", data.get("steps"), StepsConfig),
+        eval_sets=_eval_sets(_origin(chain, "eval_sets"), data.get("eval_sets")),
     )
+
+
+def _eval_sets(path: Path, raw: Any) -> tuple[str, ...] | None:
+    """`eval_sets:` a list of JSONL files of eval items, relative to the mix file, that
+    no training document may contain (the leakage gate); absent: the shipped set."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(item, str) and item for item in raw):
+        raise MixError(f"{path}: eval_sets: expected a list of file paths, got {_short(raw)}")
+    resolved = []
+    for item in raw:
+        target = (path.parent / item).resolve()
+        if not target.is_file():
+            raise MixError(f"{path}: eval_sets: {item}: file not found")
+        resolved.append(str(target))
+    return tuple(resolved)
 
 
 # -- reading and merging -----------------------------------------------------------
