@@ -50,7 +50,8 @@ def test_array_job_killed_task_resubmitted_equals_single_process(
     assert submitted.exit_code == 0, submitted.output
     jobs = json.loads((out / ".work" / "executor.json").read_text())["jobs"]
     assert set(jobs) == {"tasks", "merge"}
-    assert submitted.output.splitlines()[-3:] == [
+    lines = submitted.output.splitlines()
+    assert lines[lines.index(f"logs: {out}/.work/slurm/logs") - 2 :][:3] == [
         f"{out}: submitted 3 of 3 task(s) as Slurm array job {jobs['tasks']}, "
         f"and merge job {jobs['merge']} to run after it",
         f"follow with: gen status {out}; squeue -j {jobs['tasks']},{jobs['merge']}",

@@ -69,6 +69,7 @@ def test_llm_gets_the_pass_through_options(vllm):
         "max_model_len": 8192,
         "dtype": "bfloat16",
         "quantization": "awq",
+        "enable_prefix_caching": True,
         "seed": 0,
     }
 
@@ -166,7 +167,8 @@ def test_build_with_vllm_chunks_requests_and_writes_the_same_schema(
     assert result.exit_code == 0, result.output
     assert "by vllm on org/model-7b" in result.output
     (llm,) = vllm.LLM.instances
-    assert [len(call.conversations) for call in llm.calls] == [5, 5, 2]
+    # One engine call per step (idea, document, revise) per chunk of 5, 5 and 2 documents.
+    assert [len(call.conversations) for call in llm.calls] == [5, 5, 5, 5, 5, 5, 2, 2, 2]
     assert llm.init_args["tensor_parallel_size"] == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["engine"], manifest["model"]["name"]) == ("vllm", "org/model-7b")
@@ -184,7 +186,7 @@ def test_aborted_requests_fail_the_build_and_are_retried_by_the_next_run(vllm, t
     mix.write_text(
         "documents: 6\nseed: 3\nfamilies: {technical-report: 1}\n"
         "sampling: {max_tokens: 64}\nfilters: {min_words: 1, drop_truncated: false}\n"
-        "scores: {quality: null}\njudges: {}\n"
+        "scores: {quality: null}\njudges: {}\nsteps: {idea: false, revise: false}\n"
     )
     out = tmp_path / "out"
     args = build_args(mix, out, "--engine", "vllm", "--model", "m", "-q")
@@ -205,7 +207,7 @@ def test_aborted_requests_fail_the_build_and_are_retried_by_the_next_run(vllm, t
     retried = runner.invoke(main, args)
     assert retried.exit_code == 0, retried.output
     asked_again = [
-        c[0]["content"] for call in vllm.LLM.instances[-1].calls for c in call.conversations
+        c[-1]["content"] for call in vllm.LLM.instances[-1].calls for c in call.conversations
     ]
     assert len(asked_again) == len(failures)
     assert all(doomed in prompt for prompt in asked_again)
@@ -276,7 +278,7 @@ def test_requests_ending_in_error_fail_the_build_and_are_retried(vllm, tmp_path,
     mix.write_text(
         "documents: 4\nseed: 3\nfamilies: {technical-report: 1}\n"
         "sampling: {max_tokens: 64}\nfilters: {min_words: 1, drop_truncated: false}\n"
-        "scores: {quality: null}\njudges: {}\n"
+        "scores: {quality: null}\njudges: {}\nsteps: {idea: false, revise: false}\n"
     )
     out = tmp_path / "out"
     args = build_args(mix, out, "--engine", "vllm", "--model", "m", "-q")

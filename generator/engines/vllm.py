@@ -125,6 +125,10 @@ class VllmEngine(EngineBase):
             "max_model_len": options.max_model_len,
             "dtype": options.dtype,
             "quantization": options.quantization,
+            # Every document of a family starts with the same system message: vLLM's
+            # automatic prefix caching computes it once (on by default in recent vLLM;
+            # asked for explicitly so older versions do it too).
+            "enable_prefix_caching": True,
         }
         kwargs = {k: v for k, v in passed.items() if v is not None}
         try:
