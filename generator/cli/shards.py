@@ -390,7 +390,7 @@ def dedup(
 )
 @click.option(
     "--scorers",
-    default="quality,repetition,slop,chatter",
+    default="quality,repetition,slop,chatter,opening",
     show_default=True,
     help="Comma-separated scorer names.",
 )
