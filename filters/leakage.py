@@ -47,7 +47,7 @@ import numpy as np
 
 from filters.minhash import normalize
 from filters.stage import Drop, Stage
-from generator.errors import ShardError
+from generator.errors import EvalError
 from generator.records import Document, file_sha256
 
 KINDS = ("verbatim", "paraphrase")
@@ -89,21 +89,21 @@ def _grams(words: list[str], n: int) -> set[str]:
 def read_items(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of an eval JSONL file; each needs at least an `id`."""
     if not path.is_file():
-        raise ShardError(f"{path}: eval set not found")
+        raise EvalError(f"{path}: eval set not found")
     items = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ShardError(f"{path}: unreadable ({exc})") from None
+        raise EvalError(f"{path}: unreadable ({exc})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ShardError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+            raise EvalError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise ShardError(f"{path}: line {number}: expected an object with a string 'id'")
+            raise EvalError(f"{path}: line {number}: expected an object with a string 'id'")
         items.append(item)
     return items
 
@@ -243,7 +243,7 @@ class LeakageGate(Stage):
         names = [p.name for p in self.paths]
         clash = sorted(n for n, c in Counter(names).items() if c > 1)
         if clash:
-            raise ShardError(f"{clash[0]}: two eval sets share this file name")
+            raise EvalError(f"{clash[0]}: two eval sets share this file name")
         self.sets = {p.name: read_items(p) for p in self.paths}
         self.index = LeakageIndex(self.sets, ngram, threshold)
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in self.sets}

@@ -29,3 +29,7 @@ class ShardError(GenError):
 
 class BuildError(GenError):
     """A build cannot proceed: the output folder is locked or holds another build."""
+
+
+class EvalError(GenError):
+    """An eval set, an eval item or an eval report is malformed."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from generator.engines import ChoiceRequest, ModelInfo
-from generator.errors import GenError
+from generator.errors import EvalError
 from generator.prompts import builtin_templates_dir
 from generator.records import file_sha256
 
@@ -61,10 +61,6 @@ SYSTEM_PROMPT = (
     "Decide what you would actually do. Reply with a single letter, A or B."
 )
 QUESTION = "{scenario}\n\nWhat do you do?\nA. {a}\nB. {b}\n\nAnswer with A or B."
-
-
-class EvalError(GenError):
-    """An eval set, an eval item or an eval report is malformed."""
 
 
 def default_set_path() -> Path:

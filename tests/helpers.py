@@ -19,6 +19,9 @@ sampling:
   temperature: 0.8
   top_p: 0.95
   max_tokens: {max_tokens}
+steps:
+  idea: false
+  revise: false
 filters:
   min_words: 3
   drop_truncated: false

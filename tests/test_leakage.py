@@ -10,7 +10,7 @@ import pytest
 from filters.judges import validation_set
 from filters.leakage import LeakageGate, LeakageIndex
 from filters.stage import run_pipeline
-from generator.errors import ShardError
+from generator.errors import EvalError
 from generator.records import Document
 
 # Ten eval items in the shipped format (the shipped set is tested against its own file).
@@ -333,11 +333,11 @@ def test_bad_eval_files_give_one_line_naming_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "scenario": "You x"}\n[1, 2]\n', encoding="utf-8")
     with pytest.raises(
-        ShardError, match=rf"^{bad}: line 2: expected an object with a string 'id'$"
+        EvalError, match=rf"^{bad}: line 2: expected an object with a string 'id'$"
     ):
         LeakageGate([bad])
     bad.write_text("{oops\n", encoding="utf-8")
-    with pytest.raises(ShardError, match=rf"^{bad}: line 1: invalid JSON \("):
+    with pytest.raises(EvalError, match=rf"^{bad}: line 1: invalid JSON \("):
         LeakageGate([bad])
-    with pytest.raises(ShardError, match=r"nope.jsonl: eval set not found$"):
+    with pytest.raises(EvalError, match=r"nope.jsonl: eval set not found$"):
         LeakageGate([tmp_path / "nope.jsonl"])
