@@ -374,7 +374,13 @@ def score_files(
                     scores = scorer.score(texts)
                     values[scorer.name].append(scores)
                     if column in batch.schema.names:
-                        batch = batch.drop_columns([column])
+                        kind = batch.schema.field(column).type
+                        if not pa.types.is_floating(kind):
+                            raise ShardError(
+                                f"{path}: already has a column {column} of type {kind}, which "
+                                "a score would overwrite; rename it or leave out that scorer"
+                            )
+                        batch = batch.drop_columns([column])  # an earlier score: rescored
                     batch = batch.append_column(pa.field(column, pa.float64()), pa.array(scores))
                 rows += batch.num_rows
                 shards.write(batch)

@@ -182,7 +182,7 @@ def test_gen_score_adds_columns_to_foreign_parquet(tmp_path, runner):
         main, ["score", str(source), "--out", str(out), "--scorers", "repetition,slop"]
     )
     assert result.exit_code == 0, result.output
-    table = pa.ipc.open_stream(str(out / "shard-00000.arrow")).read_all()
+    table = pq.read_table(out / "shard-00000.parquet")  # Parquet in, Parquet out
     assert table.column_names == ["text", "lang", "score_repetition", "score_slop"]
     assert table.column("score_slop").to_pylist() == [10.0, 10.0]  # replaced, not kept
     good, loop = table.column("score_repetition").to_pylist()
@@ -205,3 +205,19 @@ def test_gen_score_unknown_scorer_is_one_line(tmp_path, runner):
         "Error: --scorers: unknown scorer 'beauty' (known: chatter,"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_gen_score_refuses_to_overwrite_a_column_that_is_not_a_score(tmp_path, runner):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from generator.cli import main
+
+    source = tmp_path / "in.parquet"
+    table = pa.table({"text": ["a plain sentence of words"], "score_quality": ["hand-rated A"]})
+    pq.write_table(table, source)
+    result = runner.invoke(main, ["score", str(source), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "already has a column score_quality of type string" in result.output
+    assert not (tmp_path / "out").exists()
+    assert pq.read_table(source).equals(table)
