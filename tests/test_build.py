@@ -65,6 +65,7 @@ def test_manifest_counts_add_up(clean_build):
         "exact-dedup",
         "near-dedup",
         "score",
+        "leakage",
     ]
     for before, after in itertools.pairwise(stages):
         assert before["out"] == after["in"]

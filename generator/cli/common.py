@@ -39,14 +39,22 @@ UNEXPECTED_BUT_USER_FACING = (
 )
 
 
+DEBUG_META = "alignment_datagen.debug"
+
+
 def debug_enabled() -> bool:
-    """`GEN_DEBUG=1` (or `gen --debug`, through `debug_option`) shows tracebacks."""
+    """`GEN_DEBUG=1` or `gen --debug` shows tracebacks. The flag lives in this invocation's
+    click context (shared by its subcommands), never in the process environment, so it
+    cannot outlive the command that asked for it."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(DEBUG_META):
+        return True
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in {"", "0", "false", "no"}
 
 
 def _enable_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
-        os.environ[DEBUG_ENV] = "1"
+        ctx.meta[DEBUG_META] = True
 
 
 debug_option = click.option(
