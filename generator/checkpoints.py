@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,24 +141,40 @@ def read_json(path: Path) -> Any | None:
 
 
 @contextmanager
-def locked(path: Path, what: str) -> Iterator[None]:
+def locked(path: Path, refusal: str) -> Iterator[None]:
     """Hold an exclusive flock on `path` (the kernel releases it when the holder dies,
-    so a killed build never leaves a stale lock); refuse at once if another holds it."""
+    so a killed build never leaves a stale lock); refuse at once if another holds it,
+    with `refusal` (its `{pid}` filled with the holder's pid)."""
     fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise BuildError(
-                f"{what}: another process is writing to it (pid {holder}); "
-                "wait for it or choose another --out"
-            ) from None
+            raise BuildError(refusal.format(pid=holder)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def folder_refusal(out: Path) -> str:
+    return (
+        f"{out}: another build is writing to this folder (pid {{pid}}); "
+        "wait for it or choose another --out"
+    )
+
+
+def remove_temporaries(folder: Path, pattern: str, mine: Callable[[str], bool]) -> None:
+    """Delete the temporaries a killed writer left (`.NAME.tmp-...`), only those whose
+    NAME matches `pattern` and that `mine` says this process is the only writer of."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob(f".{pattern}.tmp-*"):
+        name = path.name[1:].split(".tmp-", 1)[0]
+        if not path.is_symlink() and path.is_file() and mine(name):
+            path.unlink(missing_ok=True)
 
 
 def write_batch_atomic(path: Path, batch: pa.RecordBatch) -> None:

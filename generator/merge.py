@@ -37,9 +37,11 @@ from generator import __version__
 from generator.build import Build, Progress
 from generator.checkpoints import (
     Chunk,
+    folder_refusal,
     list_chunks,
     locked,
     read_json,
+    remove_temporaries,
     write_batch_atomic,
     write_json_nofollow,
 )
@@ -59,7 +61,7 @@ def merge(out: Path, *, progress: Progress | None = None, execution: dict | None
     """Merge the build recorded in `out`, holding its lock; what executors call."""
     build = Build.from_folder(out, progress)
     try:
-        with locked(build.work / "lock", str(out)):
+        with locked(build.work / "lock", folder_refusal(out)):
             return merge_build(build, execution or {})
     finally:
         build.progress.close()
@@ -70,6 +72,10 @@ def merge_build(build: Build, execution: dict[str, Any]) -> dict[str, Any]:
     state = build.state
     progress = build.progress
     processed = build.work / "processed" / state["processing_key"]
+    # Only the merge writes these files, and the caller holds the folder's lock.
+    for pattern in ("shard-*.arrow", MANIFEST, NEAR_DUPLICATES):
+        remove_temporaries(build.out, pattern, lambda name: True)
+    remove_temporaries(build.out / DROPPED, "shard-*.arrow", lambda name: True)
     chunks = _coverage(build, processed)
     progress.phase("merging: finding duplicates", total=len(chunks))
     plan = plan_duplicates(chunks, build.documents, build.mix.dedup, progress)

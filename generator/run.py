@@ -7,7 +7,7 @@ executors run the same task and merge functions elsewhere.
 from __future__ import annotations
 
 from generator.build import Build, BuildResult
-from generator.checkpoints import locked
+from generator.checkpoints import folder_refusal, locked
 from generator.merge import merge_build
 from generator.task import execute_task
 
@@ -17,7 +17,7 @@ def run_build(build: Build) -> BuildResult:
     that is already complete under the same configuration touches nothing."""
     try:
         build.prepare()
-        with locked(build.work / "lock", str(build.out)):
+        with locked(build.work / "lock", folder_refusal(build.out)):
             manifest = build.complete_manifest()
             if manifest is not None:
                 return BuildResult(manifest, generated_now=0, already_complete=True)

@@ -46,7 +46,9 @@ from generator.checkpoints import (
     grid_owner,
     list_chunks,
     locked,
+    parse_chunk_name,
     read_json,
+    remove_temporaries,
     task_status_path,
     write_batch_atomic,
     write_json_nofollow,
@@ -118,7 +120,10 @@ def execute_task(build: Build, rank: int, world_size: int) -> TaskResult:
     """Run one task of a prepared build in this process (with its engines)."""
     status_path = task_status_path(build.work, rank, world_size)
     status_path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(status_path.with_suffix(".lock"), f"{build.out} task {rank}"):
+    with locked(
+        status_path.with_suffix(".lock"),
+        f"{build.out}: task {rank} of {world_size} is already running (pid {{pid}}); wait for it",
+    ):
         return _Task(build, rank, world_size, status_path).run()
 
 
@@ -139,6 +144,10 @@ class _Task:
             started=now,
             updated=now,
         )
+
+    def _owns_name(self, name: str) -> bool:
+        span = parse_chunk_name(name)
+        return span is not None and self.owns(span[0])
 
     def owns(self, index: int) -> bool:
         return grid_owner(index, self.chunk_size, self.world_size) == self.rank
@@ -190,6 +199,10 @@ class _Task:
         build = self.build
         build.chunks.mkdir(parents=True, exist_ok=True)
         self.processed.mkdir(parents=True, exist_ok=True)
+        # Temporaries a killed run left: only those of chunks this rank owns (the rank lock
+        # makes this process their only writer).
+        for folder in (build.chunks, self.processed, *(build.work / "steps").glob("*")):
+            remove_temporaries(folder, "chunk-*.arrow", self._owns_name)
         raw, bad = list_chunks(build.chunks)
         for path in bad:  # ours by name, and wrong: regenerate rather than lose documents
             if self.owns(int(path.name[6:15])):
