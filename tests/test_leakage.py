@@ -332,9 +332,7 @@ def test_counts_are_kept_per_set_and_described_for_the_manifest(tmp_path):
 def test_bad_eval_files_give_one_line_naming_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "scenario": "You x"}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(
-        EvalError, match=rf"^{bad}: line 2: expected an object with a string 'id'$"
-    ):
+    with pytest.raises(EvalError, match=rf"^{bad}: line 2: expected an object with a string 'id'$"):
         LeakageGate([bad])
     bad.write_text("{oops\n", encoding="utf-8")
     with pytest.raises(EvalError, match=rf"^{bad}: line 1: invalid JSON \("):

@@ -48,8 +48,9 @@ def chunk(out: Path, first: int, end: int, tokens_each: int, mtime: float) -> No
     path = out / ".work" / "chunks" / f"chunk-{first:09d}-{end:09d}.arrow"
     path.parent.mkdir(parents=True, exist_ok=True)
     docs = [
-        Document(index=i, family="f", template="t", axes={}, prompt="p", seed=i, text="x")
-        .replace(n_tokens=tokens_each)
+        Document(index=i, family="f", template="t", axes={}, prompt="p", seed=i, text="x").replace(
+            n_tokens=tokens_each
+        )
         for i in range(first, end)
     ]
     write_arrow_atomic(path, docs)
