@@ -82,7 +82,7 @@ def test_a_failed_task_is_named_with_its_log(mini, tmp_path: Path):
     log = out / ".work" / "logs" / "task-00000-of-00002.log"
     message = str(error.value)
     assert message.startswith(f"{out}: task 0 of 2 failed with exit code 1: Error: ")
-    assert "another process is writing to it" in message
+    assert "task 0 of 2 is already running" in message
     assert message.endswith(f"(also failed: 1); log: {log}")
     assert "\n" not in message
     assert not (out / "manifest.json").exists()
