@@ -15,11 +15,12 @@ is about 8 bytes per band per document plus the candidates' signatures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,8 @@ from generator.checkpoints import (
     write_json_nofollow,
 )
 from generator.errors import BuildError
-from generator.records import Document
-from shards.format import from_batch, schema_for, to_batch
+from generator.records import Document, file_sha256
+from shards.format import from_batch, to_dropped_batch
 from shards.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, ShardEntry
 from shards.writer import atomic_path, write_shards
 
@@ -128,17 +129,11 @@ def merge_build(build: Build, execution: dict[str, Any]) -> dict[str, Any]:
     if build.mix.dedup.enabled:
         with atomic_path(build.out / NEAR_DUPLICATES) as tmp:
             tmp.write_text(json.dumps(filters.duplicate_of, indent=2) + "\n", encoding="utf-8")
-        manifest = _replace(
+        manifest = dataclasses.replace(
             manifest, near_duplicates={"file": NEAR_DUPLICATES, "count": len(filters.duplicate_of)}
         )
     write_json_nofollow(build.out / MANIFEST, manifest.to_dict())
     return manifest.to_dict()
-
-
-def _replace(manifest: Manifest, **changes: Any) -> Manifest:
-    import dataclasses
-
-    return dataclasses.replace(manifest, **changes)
 
 
 # -- coverage ------------------------------------------------------------------------------
@@ -294,38 +289,39 @@ def _candidate_signatures(
 
 
 def _documents(chunks: list[Chunk], documents: int) -> Iterator[tuple[Document, str | None]]:
+    """Every processed row in index order, with the task's drop reason (None: kept)."""
     for chunk in chunks:
         table = _read(chunk.path)
         reasons = table["drop_reason"].to_pylist()
         base = table.drop_columns(["drop_reason", "text_key", "minhash"])
-        for batch in base.to_batches():
-            offset = 0
-            for doc in from_batch(batch):
-                reason = reasons[offset] if offset < len(reasons) else None
-                offset += 1
-                if chunk.first <= doc.index < documents:
-                    yield doc, reason
-            reasons = reasons[offset:]
+        rows = (doc for batch in base.to_batches() for doc in from_batch(batch))
+        for doc, reason in zip(rows, reasons, strict=True):
+            if chunk.first <= doc.index < documents:
+                yield doc, reason
 
 
 class _Filters:
-    """The merge's filter chain, each step counting in and out and drops by reason, in
-    the order a single process applies them."""
+    """The merge's filter chain: (counter, verdict) steps built once, in the order a single
+    process applies them, each counting in and out and drops by reason."""
 
     def __init__(self, build: Build, plan: DuplicatePlan, processed: Path) -> None:
         self.build, self.plan = build, plan
         mix = build.mix
-        names = ["clean", "exact-dedup"]
+        self.reason: str | None = None  # the task's own verdict on the current row
+        steps: list[tuple[str, Callable[[Document], Document | Drop]]] = [
+            ("clean", lambda d: Drop(self.reason) if self.reason else d),
+            ("exact-dedup", lambda d: Drop("duplicate") if d.index in plan.exact_duplicates else d),
+        ]
         if mix.dedup.enabled:
-            names.append("near-dedup")
-        names.append("score")
+            steps.append(("near-dedup", self._near))
+        steps.append(("score", lambda d: _minimums(d, mix.scores.minimums)))
         self.decontaminate = Decontaminate(build.decontaminate) if build.decontaminate else None
         if self.decontaminate:
-            names.append("decontaminate")
+            steps.append(("decontaminate", self.decontaminate.process))
         sets = build.eval_sets()
         self.leakage = LeakageGate(sets) if sets else None
         if self.leakage:
-            names.append("leakage")
+            steps.append(("leakage", self.leakage.process))
         evaluations = read_json(processed / "judges.json") or {}
         self.judge_minimums: dict[str, float] = {}
         self.judge_report: dict[str, Any] = {}
@@ -347,8 +343,9 @@ class _Filters:
                 "drops_rows": reliable and minimum is not None,
                 "unparsed_in_build": 0,
             }
-            names.append(f"judge-{name}")
-        self.stats = [StageStats(n) for n in names]
+            steps.append((f"judge-{name}", lambda d, n=name: self._judged(d, n)))
+        self.steps = [(StageStats(name), verdict) for name, verdict in steps]
+        self.stats = [stats for stats, _ in self.steps]
         self.duplicate_of: dict[str, str] = {}
         self.ids: dict[int, str] = {}
         self.tally = _Tally()
@@ -362,30 +359,16 @@ class _Filters:
             progress.advance(1)
             if doc.index in originals:
                 self.ids[doc.index] = doc.id
-            verdict = self._judge(doc, reason)
+            self.reason = reason
+            verdict = self._verdict(doc)
             if isinstance(verdict, Drop):
                 self.dropped.add(doc, verdict.reason)
                 continue
             self.tally.add(doc)
             yield doc
 
-    def _judge(self, doc: Document, reason: str | None) -> Document | Drop:
-        steps = iter(self.stats)
-        verdicts = [
-            lambda d: Drop(reason) if reason else d,
-            lambda d: Drop("duplicate") if d.index in self.plan.exact_duplicates else d,
-        ]
-        if self.build.mix.dedup.enabled:
-            verdicts.append(self._near)
-        verdicts.append(lambda d: _minimums(d, self.build.mix.scores.minimums))
-        if self.decontaminate:
-            verdicts.append(self.decontaminate.process)
-        if self.leakage:
-            verdicts.append(self.leakage.process)
-        for name in sorted(self.build.active_judges):
-            verdicts.append(lambda d, n=name: self._judged(d, n))
-        for verdict in verdicts:
-            stats = next(steps)
+    def _verdict(self, doc: Document) -> Document | Drop:
+        for stats, verdict in self.steps:
             stats.seen += 1
             result = verdict(doc)
             if isinstance(result, Drop):
@@ -439,7 +422,6 @@ class _DroppedWriter:
 
     def __init__(self, folder: Path, score_names: list[str], max_rows: int) -> None:
         self.folder, self.score_names, self.max_rows = folder, score_names, max_rows
-        self.schema = pa.schema([*schema_for(score_names), pa.field("drop_reason", pa.string())])
         self.pending: list[tuple[Document, str]] = []
         self.names: list[str] = []
         self.entries: list[ShardEntry] = []
@@ -452,18 +434,8 @@ class _DroppedWriter:
     def _flush(self) -> None:
         if not self.pending:
             return
-        from generator.records import file_sha256
-
         self.folder.mkdir(exist_ok=True)
-        docs = [
-            d.replace(scores={n: d.scores.get(n) for n in self.score_names})
-            for d, _ in self.pending
-        ]
-        base = to_batch(docs)
-        batch = pa.RecordBatch.from_arrays(
-            [*base.columns, pa.array([r for _, r in self.pending], pa.string())],
-            schema=self.schema,
-        )
+        batch = to_dropped_batch(self.pending, self.score_names)
         name = f"shard-{len(self.names):05d}.arrow"
         path = self.folder / name
         write_batch_atomic(path, batch)

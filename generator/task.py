@@ -300,12 +300,17 @@ class _Task:
             )
             failures.update(failed)
 
+        prompts: dict[int, StepPrompt] = {}
+
         def document_prompt(i: int) -> StepPrompt:
-            doc = docs[i]
-            if "document" not in build.library.family(doc.family).step_templates:
-                return StepPrompt(system[i], doc.prompt)
-            inputs = {"idea": ideas[i].text} if i in ideas else {}
-            return build.library.render_step(doc.family, "document", doc.axes, inputs)
+            if i not in prompts:
+                doc = docs[i]
+                if "document" not in build.library.family(doc.family).step_templates:
+                    prompts[i] = StepPrompt(system[i], doc.prompt)
+                else:
+                    inputs = {"idea": ideas[i].text} if i in ideas else {}
+                    prompts[i] = build.library.render_step(doc.family, "document", doc.axes, inputs)
+            return prompts[i]
 
         ready = [i for i in indices if i not in failures]
         revising = [i for i in ready if self._runs(docs[i], "revise")]
