@@ -229,3 +229,42 @@ def test_raising_a_threshold_reruns_only_the_merge(project, engine, single, tmp_
         manifest["counts"]["kept"]
         <= json.loads((single / "manifest.json").read_text())["counts"]["kept"]
     )
+
+
+def test_progress_moves_per_document_and_names_each_phase(project, engine, tmp_path):
+    from generator.progress import Progress
+
+    class Recorder(Progress):
+        def __init__(self) -> None:
+            self.events: list[tuple] = []
+
+        def phase(self, name, total=None, done=0):
+            self.events.append(("phase", name, total))
+
+        def advance(self, items=1, tokens=0):
+            self.events.append(("advance", items, tokens))
+
+    recorder = Recorder()
+    build = Build.from_spec(spec(project), tmp_path / "out", progress=recorder)
+    build.engine_instance = engine
+    run_build(build)
+    phases = [e[1] for e in recorder.events if e[0] == "phase"]
+    assert phases[0] == "generating" and "merging: writing shards" in phases
+    second = next(k for k, e in enumerate(recorder.events) if e[0] == "phase" and k > 0)
+    generating = recorder.events[1:second]
+    documents = [e for e in generating if e[0] == "advance" and e[1] == 1]
+    assert len(documents) == LIMIT and all(tokens > 0 for _, _, tokens in documents)
+
+
+def test_one_reason_dropping_most_documents_is_a_loud_warning():
+    from generator.build import misfire_warnings
+
+    manifest = {
+        "counts": {"generated": 10, "dropped": {"truncated": 10}},
+        "config": {"sampling": {"max_tokens": 16}},
+    }
+    (warning,) = misfire_warnings(manifest)
+    assert warning.startswith("warning: 10 of 10 documents (100%) were dropped as truncated")
+    assert "raise max_tokens (now 16)" in warning
+    manifest["counts"]["dropped"] = {"truncated": 4, "too-short": 1}
+    assert misfire_warnings(manifest) == []

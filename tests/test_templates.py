@@ -11,7 +11,14 @@ from generator.errors import TemplateError
 from generator.prompts import Planner, TemplateLibrary
 from tests.helpers import write
 
-FAMILIES = ["deployment-story", "technical-report", "high-stakes-choice"]
+FAMILIES = [
+    "deployment-story",
+    "technical-report",
+    "high-stakes-choice",
+    "human-story",
+    "explainer",
+    "discussion",
+]
 
 
 def test_builtin_families_are_listed(runner):
