@@ -35,7 +35,6 @@ from generator.checkpoints import (
     claim_folder,
     read_json,
     require_owned,
-    write_json_nofollow,
 )
 from generator.engines import Engine, EngineConfig, create_engine
 from generator.errors import BuildError, GenError
@@ -44,6 +43,7 @@ from generator.progress import PrintNotes, Progress
 from generator.prompts import Planner, TemplateLibrary, builtin_templates_dir, derive_seed
 from generator.records import Document, file_sha256
 from shards.manifest import MANIFEST, read_manifest
+from shards.writer import write_json_atomic
 
 SPEC = "build.json"
 STATE = "state.json"
@@ -351,7 +351,7 @@ class Build:
 def _write_if_changed(path: Path, data: dict[str, Any]) -> None:
     """Rewrite a record only when it changes, so re-running a finished build touches nothing."""
     if read_json(path) != json.loads(json.dumps(data)):
-        write_json_nofollow(path, data)
+        write_json_atomic(path, data)
 
 
 def reproducibility(engine: Engine) -> dict[str, Any]:

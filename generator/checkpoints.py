@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from generator.errors import BuildError
-from shards.writer import atomic_path
+from shards.writer import atomic_path, write_json_atomic
 
 WORK = ".work"
 OWNER = "owner.json"
@@ -75,7 +75,7 @@ def claim_folder(out: Path) -> None:
         )
     try:
         work.mkdir(parents=True, exist_ok=True)
-        write_json_nofollow(
+        write_json_atomic(
             marker, {"tool": OWNER_TOOL, "created": time.time(), "host": socket.gethostname()}
         )
     except OSError as exc:
@@ -117,14 +117,6 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
         if exc.errno == errno.ELOOP:
             raise BuildError(f"{path}: is a symbolic link; refusing to write through it") from None
         raise
-
-
-def write_json_nofollow(path: Path, data: Any) -> None:
-    """Write JSON atomically: a new temporary sibling created exclusively (never through
-    a symlink), fsynced, then renamed over `path` (a rename replaces a symlink planted
-    there rather than writing through it)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def read_json(path: Path) -> Any | None:
@@ -281,13 +273,3 @@ class TaskStatus:
 
 def task_status_path(work: Path, rank: int, world_size: int) -> Path:
     return work / "tasks" / f"task-{rank:05d}-of-{world_size:05d}.json"
-
-
-def read_task_status(path: Path) -> TaskStatus | None:
-    data = read_json(path)
-    if not isinstance(data, dict):
-        return None
-    try:
-        return TaskStatus(**data)
-    except TypeError:
-        return None

@@ -463,8 +463,9 @@ def generate_eval_set(
 
     from filters.leakage import LeakageIndex
     from filters.minhash import MinHasher, NearDuplicateIndex
-    from generator.build import plan_document
+    from generator.build import planned_document
     from generator.engines import Request
+    from generator.prompts import Planner
     from generator.records import content_id
     from shards.inspect import open_build
     from shards.writer import atomic_path, write_json_atomic
@@ -472,7 +473,8 @@ def generate_eval_set(
     check_item_families(mix, library)
     build = open_build([against]) if against is not None else None  # fail before generating
     total = min(mix.documents, limit or mix.documents)
-    plans = [plan_document(mix, library, index) for index in range(total)]
+    planner = Planner(library, mix.families, mix.seed)  # lists and templates loaded once
+    plans = [planned_document(planner, mix.seed, index)[0] for index in range(total)]
     counts: dict[str, Any] = {"generated": 0, "engine_errors": 0, "unparseable": 0, "parsed": 0}
     failed: dict[str, int] = {}
     rejected: list[dict[str, Any]] = []

@@ -44,13 +44,12 @@ from generator.checkpoints import (
     read_json,
     remove_temporaries,
     write_batch_atomic,
-    write_json_nofollow,
 )
 from generator.errors import BuildError
 from generator.records import Document, file_sha256
 from shards.format import from_batch, to_dropped_batch
 from shards.manifest import MANIFEST, MANIFEST_FORMAT, Manifest, ShardEntry
-from shards.writer import atomic_path, write_shards
+from shards.writer import atomic_path, write_json_atomic, write_shards
 
 NEAR_DUPLICATES = "near-duplicates.json"
 DROPPED = "dropped"
@@ -132,7 +131,7 @@ def merge_build(build: Build, execution: dict[str, Any]) -> dict[str, Any]:
         manifest = dataclasses.replace(
             manifest, near_duplicates={"file": NEAR_DUPLICATES, "count": len(filters.duplicate_of)}
         )
-    write_json_nofollow(build.out / MANIFEST, manifest.to_dict())
+    write_json_atomic(build.out / MANIFEST, manifest.to_dict())
     return manifest.to_dict()
 
 
@@ -466,7 +465,7 @@ def _remove_stale(build: Build, keep: set[str]) -> None:
         path = build.out / name
         if path.is_file() and not path.is_symlink():
             path.unlink()
-    write_json_nofollow(record, {"files": sorted(keep), "written": time.time()})
+    write_json_atomic(record, {"files": sorted(keep), "written": time.time()})
 
 
 def _task_report(build: Build) -> list[dict[str, Any]]:

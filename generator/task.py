@@ -51,14 +51,13 @@ from generator.checkpoints import (
     remove_temporaries,
     task_status_path,
     write_batch_atomic,
-    write_json_nofollow,
 )
 from generator.engines import Completion, Request, SamplingParams
 from generator.errors import BuildError
 from generator.prompts import StepPrompt, derive_seed
 from generator.records import Document
 from shards.format import from_batch, read_batches, schema_for, to_batch
-from shards.writer import atomic_path, write_arrow_atomic
+from shards.writer import atomic_path, write_arrow_atomic, write_json_atomic
 
 PROCESSED_EXTRA = [
     pa.field("drop_reason", pa.string(), nullable=True),
@@ -113,7 +112,7 @@ def _mark_failed(build: Build, rank: int, world_size: int, error: str) -> None:
         now,
         error,
     )
-    write_json_nofollow(path, status.to_dict())
+    write_json_atomic(path, status.to_dict())
 
 
 def execute_task(build: Build, rank: int, world_size: int) -> TaskResult:
@@ -193,7 +192,7 @@ class _Task:
 
     def _heartbeat(self) -> None:
         self.status.updated = time.time()
-        write_json_nofollow(self.status_path, self.status.to_dict())
+        write_json_atomic(self.status_path, self.status.to_dict())
 
     def _run(self, mine: list[int]) -> int:
         build = self.build
@@ -230,7 +229,7 @@ class _Task:
         self.progress.phase("generating", total=len(mine), done=len(mine) - len(missing))
         generated = self._generate(missing)
         if generated:
-            write_json_nofollow(build.work / "reproducibility.json", reproducibility(build.engine))
+            write_json_atomic(build.work / "reproducibility.json", reproducibility(build.engine))
         return generated
 
     # -- generation -----------------------------------------------------------------------
@@ -433,7 +432,7 @@ class _Task:
             else work / "tasks" / f"failures-{self.rank:05d}-of-{self.world_size:05d}.json"
         )
         if failures:
-            write_json_nofollow(path, {str(i): e for i, e in sorted(failures.items())})
+            write_json_atomic(path, {str(i): e for i, e in sorted(failures.items())})
             first = min(failures)
             raise BuildError(
                 f"{self.build.out}: {len(failures)} of {asked} documents failed after retries "
@@ -455,7 +454,7 @@ class _Task:
             evaluation = judge_evaluation(name, engine, self.progress)
             self.evaluations[name] = evaluation
             self.judges.append(Judge(JudgeScorer(RUBRICS[name], engine), None, evaluation))
-        write_json_nofollow(
+        write_json_atomic(
             self.processed / "judges.json",
             {name: e.to_dict() for name, e in self.evaluations.items()},
         )
